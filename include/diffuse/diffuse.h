@@ -9,3 +9,4 @@
 #include "diffuse/core/tensor.h"
 #include "diffuse/core/threads.h"
 #include "diffuse/formats/safetensors.h"
+#include "diffuse/ops.h"

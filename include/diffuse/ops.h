@@ -1,0 +1,5 @@
+// The functional op API every model calls. Each op checks its arguments (throwing
+// diffuse::Error that names the op, the shapes and the dtypes) and dispatches on the device.
+#pragma once
+
+#include "diffuse/ops/broadcast.h"
