@@ -2,4 +2,5 @@
 // diffuse::Error that names the op, the shapes and the dtypes) and dispatches on the device.
 #pragma once
 
+#include "diffuse/ops/activation_kind.h"
 #include "diffuse/ops/broadcast.h"
