@@ -8,5 +8,6 @@
 #include "diffuse/core/storage.h"
 #include "diffuse/core/tensor.h"
 #include "diffuse/core/threads.h"
+#include "diffuse/formats/config.h"
 #include "diffuse/formats/safetensors.h"
 #include "diffuse/ops.h"

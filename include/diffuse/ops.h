@@ -4,3 +4,5 @@
 
 #include "diffuse/ops/activation_kind.h"
 #include "diffuse/ops/broadcast.h"
+#include "diffuse/ops/attention.h"
+#include "diffuse/ops/linalg.h"
