@@ -52,7 +52,7 @@ class ConfigReader {
 
   // Reads `key` into `out` when present and not null; leaves the default otherwise. Supported
   // types: bool, int, int64_t, double, float, std::string, std::vector of those, IntOrList,
-  // std::optional of those (null -> nullopt).
+  // nlohmann::json (raw), std::optional of those (null -> nullopt).
   template <typename T>
   ConfigReader& get(const std::string& key, T& out);
 
@@ -114,6 +114,8 @@ T ConfigReader::convert(const nlohmann::json& v, const std::string& key) const {
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (!v.is_string()) type_error(key, "a string");
     return v.get<std::string>();
+  } else if constexpr (std::is_same_v<T, nlohmann::json>) {
+    return v;  // raw value, for fields with irregular shapes (lists of lists, ...)
   } else if constexpr (std::is_same_v<T, IntOrList>) {
     if (v.is_array()) return IntOrList(convert<std::vector<int64_t>>(v, key));
     return IntOrList(convert<int64_t>(v, key));
