@@ -173,9 +173,4 @@ void convert_buffer_scalar(const void* src, DType src_dtype, void* dst, DType ds
   for (std::size_t i = 0; i < n; ++i) store(dst, dst_dtype, i, load(src, src_dtype, i));
 }
 
-void convert_buffer(const void* src, DType src_dtype, void* dst, DType dst_dtype,
-                    std::size_t n) {
-  convert_buffer_scalar(src, src_dtype, dst, dst_dtype, n);
-}
-
 }  // namespace diffuse::detail

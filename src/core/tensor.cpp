@@ -96,6 +96,7 @@ Tensor Tensor::wrap(std::shared_ptr<Storage> storage, const Shape& shape, DType 
 Device Tensor::device() const { return storage_ ? storage_->device() : Device::cpu(); }
 
 bool Tensor::is_contiguous() const {
+  if (numel_ == 0) return true;  // PyTorch: an empty tensor is contiguous whatever its strides
   int64_t expected = 1;
   for (std::size_t i = shape_.size(); i-- > 0;) {
     if (shape_[i] == 1) continue;
@@ -133,7 +134,8 @@ Shape infer_shape(const Shape& shape, int64_t numel, const char* op) {
       infer = static_cast<int>(i);
     } else {
       DIFFUSE_CHECK(out[i] >= 0, op, ": invalid extent in ", shape_str(shape));
-      known *= out[i];
+      DIFFUSE_CHECK(!__builtin_mul_overflow(known, out[i], &known), op, ": shape ",
+                    shape_str(shape), " overflows int64");
     }
   }
   if (infer >= 0) {
@@ -151,6 +153,9 @@ Shape infer_shape(const Shape& shape, int64_t numel, const char* op) {
 std::optional<Shape> view_strides(const Shape& shape, const Shape& strides, const Shape& new_shape) {
   Shape out(new_shape.size());
   if (shape_numel(shape) == 0) return contiguous_strides(new_shape);
+  // A 0-dim tensor has one element and no strides: any shape of one element views it (the loop
+  // below would find no dimension to match the new size-1 dimensions against).
+  if (shape.empty()) return Shape(new_shape.size(), 1);
   int64_t view_d = static_cast<int64_t>(new_shape.size()) - 1;
   int64_t chunk_base_stride = strides.empty() ? 1 : strides.back();
   int64_t tensor_numel = 1;
@@ -243,8 +248,14 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   end = std::clamp<int64_t>(end, start, n);
   Tensor t = *this;
   t.offset_ += start * strides_[d];
-  t.shape_[d] = (end - start + step - 1) / step;
-  t.strides_[d] = strides_[d] * step;
+  // (end - start + step - 1) / step would overflow for huge steps.
+  t.shape_[d] = end > start ? (end - start - 1) / step + 1 : 0;
+  // The stride of a dimension of at most one element is never used to address memory; keep it
+  // finite when stride * step overflows.
+  if (__builtin_mul_overflow(strides_[d], step, &t.strides_[d])) {
+    DIFFUSE_ASSERT(t.shape_[d] <= 1);
+    t.strides_[d] = strides_[d];
+  }
   t.numel_ = shape_numel(t.shape_);
   return t;
 }
@@ -252,9 +263,9 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
   d = wrap_dim(d);
   if (start < 0) start += shape_[d];
-  DIFFUSE_CHECK(start >= 0 && length >= 0 && start + length <= shape_[d], "narrow: range [",
-                start, ", ", start + length, ") is outside dimension ", d, " of shape ",
-                shape_str(shape_));
+  DIFFUSE_CHECK(start >= 0 && start <= shape_[d] && length >= 0 && length <= shape_[d] - start,
+                "narrow: start ", start, " and length ", length, " are outside dimension ", d,
+                " of shape ", shape_str(shape_));
   return slice(d, start, start + length);
 }
 
@@ -314,6 +325,12 @@ Tensor Tensor::squeeze() const {
 }
 
 Tensor Tensor::squeeze(int64_t d) const {
+  if (dim() == 0) {
+    // PyTorch treats a 0-dim tensor as having one dimension for dim arguments (0 or -1).
+    DIFFUSE_CHECK(d == 0 || d == -1, "squeeze: dimension ", d,
+                  " is out of range for a 0-dim tensor");
+    return *this;
+  }
   d = wrap_dim(d);
   if (shape_[d] != 1) return *this;
   Tensor t = *this;
@@ -337,8 +354,11 @@ Tensor Tensor::unsqueeze(int64_t d) const {
 std::vector<Tensor> Tensor::chunk(int64_t chunks, int64_t d) const {
   DIFFUSE_CHECK(chunks > 0, "chunk: number of chunks must be positive, got ", chunks);
   d = wrap_dim(d);
-  const int64_t size = (shape_[d] + chunks - 1) / chunks;
-  return split(std::max<int64_t>(size, 1), d);
+  const int64_t n = shape_[d];
+  // torch.chunk of an empty dimension returns `chunks` empty pieces (split would return one).
+  if (n == 0) return split(std::vector<int64_t>(static_cast<std::size_t>(chunks), 0), d);
+  const int64_t size = n / chunks + (n % chunks != 0 ? 1 : 0);  // ceil without overflow
+  return split(size, d);
 }
 
 std::vector<Tensor> Tensor::split(int64_t split_size, int64_t d) const {
@@ -355,8 +375,8 @@ std::vector<Tensor> Tensor::split(const std::vector<int64_t>& sizes, int64_t d) 
   d = wrap_dim(d);
   int64_t total = 0;
   for (const int64_t s : sizes) {
-    DIFFUSE_CHECK(s >= 0, "split: negative size");
-    total += s;
+    DIFFUSE_CHECK(s >= 0, "split: negative size ", s);
+    DIFFUSE_CHECK(!__builtin_add_overflow(total, s, &total), "split: sizes overflow int64");
   }
   DIFFUSE_CHECK(total == shape_[d], "split: sizes sum to ", total, " but dimension ", d,
                 " has ", shape_[d]);
@@ -474,7 +494,8 @@ void Tensor::copy_(const Tensor& src) {
 void Tensor::fill_(double value) {
   DIFFUSE_CHECK(defined(), "fill_: tensor is undefined");
   DIFFUSE_CHECK(!read_only(), "fill_: tensor ", str(), " is read-only");
-  Tensor one = empty({1}, dtype_);
+  // A 0-dim source expands to every shape, 0-dim included (a [1] source would not).
+  Tensor one = empty({}, dtype_);
   convert(&value, DType::f64, one.data_ptr(), dtype_, 1);
   strided_copy(*this, one.expand(shape_));
 }
