@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev libomp-14-dev
-  libdnnl-dev nlohmann-json3-dev libzip-dev libutf8proc-dev libcli11-dev libpng-dev libjpeg-dev
+  libdnnl-dev nlohmann-json3-dev libzip-dev libutf8proc-dev libcli11-dev libpng-dev libjpeg-dev libstb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "commands.h"
 #include "diffuse/diffuse.h"
 
 int main(int argc, char** argv) {
@@ -11,6 +12,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto* version = app.add_subcommand("version", "Print the version");
   version->callback([] { std::printf("diffuse 0.1.0\n"); });
+  diffuse::cli::add_info_command(app);
+  diffuse::cli::add_convert_command(app);
+  diffuse::cli::add_random_weights_command(app);
+  diffuse::cli::add_generate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

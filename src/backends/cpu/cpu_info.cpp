@@ -1,16 +1,18 @@
 #include "src/backends/cpu/cpu_info.h"
 
+#include "src/core/cpu_features.h"
+
 namespace diffuse::cpu {
 
 const CpuInfo& cpu_info() {
   static const CpuInfo info = [] {
+    const auto& f = detail::cpu_features();
     CpuInfo i;
-    __builtin_cpu_init();
-    i.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    i.f16c = __builtin_cpu_supports("f16c");
-    i.avx512f = __builtin_cpu_supports("avx512f");
-    i.avx512bw = __builtin_cpu_supports("avx512bw");
-    i.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+    i.avx2 = f.avx2;
+    i.f16c = f.f16c;
+    i.avx512f = f.avx512f;
+    i.avx512bw = f.avx512bw && f.avx512dq && f.avx512vl;
+    i.avx512_bf16 = f.avx512_bf16 && i.avx512bw;
     return i;
   }();
   return info;

@@ -1,0 +1,263 @@
+// `diffuse generate`: text-to-image, image-to-image and inpainting with a Stable Diffusion model,
+// a progress bar on stderr, PNG output with A1111-style "parameters" and a JSON recipe.
+#include <chrono>
+#include <random>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "commands.h"
+#include "diffuse/diffuse.h"
+#include "diffuse/formats/image.h"
+#include "diffuse/pipelines/stable_diffusion.h"
+#include "diffuse/schedulers/sampler_names.h"
+
+namespace diffuse::cli {
+
+namespace {
+
+struct GenerateOptions {
+  std::string model;
+  std::string prompt;
+  std::string negative;
+  int64_t steps = 20;
+  double cfg = 7.5;
+  std::string sampler;   // A1111/ComfyUI name; empty: the model's own scheduler
+  std::string schedule;  // karras, exponential, ...
+  int64_t width = 0;     // 0: the model's default size
+  int64_t height = 0;
+  int64_t seed = -1;     // -1: random
+  int64_t batch = 1;
+  std::string init_image;
+  double strength = -1;  // -1: 0.8 for img2img, 1.0 for inpainting (diffusers' defaults)
+  std::string mask;
+  int64_t clip_skip = 0;  // A1111 numbering: 1 = last layer (off), 2 = penultimate
+  bool prompt_weighting = true;  // A1111 syntax on by default: the CLI speaks A1111's dialect
+  double guidance_rescale = 0.0;
+  double eta = 0.0;
+  int threads = 0;
+  std::string weight_dtype = "f32";
+  std::string compute_dtype = "f32";
+  std::string output = "output.png";
+  std::string recipe;
+};
+
+std::string output_path(const std::string& base, int64_t index, int64_t count) {
+  if (count == 1) return base;
+  const auto dot = base.rfind('.');
+  const std::string stem = dot == std::string::npos ? base : base.substr(0, dot);
+  const std::string ext = dot == std::string::npos ? ".png" : base.substr(dot);
+  return stem + "-" + std::to_string(index) + ext;
+}
+
+// A1111's infotext, so that other tools (A1111's PNG Info, ComfyUI loaders, civitai) read the
+// parameters back.
+std::string infotext(const GenerateOptions& o, uint64_t seed, int64_t width, int64_t height,
+                     const std::string& sampler) {
+  std::ostringstream s;
+  s << o.prompt;
+  if (!o.negative.empty()) s << "\nNegative prompt: " << o.negative;
+  s << "\nSteps: " << o.steps << ", Sampler: " << sampler;
+  if (!o.schedule.empty()) s << ", Schedule type: " << o.schedule;
+  s << ", CFG scale: " << o.cfg << ", Seed: " << seed << ", Size: " << width << "x" << height
+    << ", Model: " << std::filesystem::path(o.model).filename().string();
+  if (!o.init_image.empty()) s << ", Denoising strength: " << o.strength;
+  if (o.clip_skip > 1) s << ", Clip skip: " << o.clip_skip;
+  if (o.guidance_rescale > 0) s << ", CFG Rescale phi: " << o.guidance_rescale;
+  s << ", Version: diffuse 0.1.0";
+  return s.str();
+}
+
+nlohmann::json recipe_json(const GenerateOptions& o, uint64_t seed, int64_t width, int64_t height) {
+  return {{"diffuse_version", "0.1.0"}, {"model", o.model},         {"prompt", o.prompt},
+          {"negative_prompt", o.negative}, {"steps", o.steps},      {"cfg", o.cfg},
+          {"sampler", o.sampler},          {"schedule", o.schedule}, {"width", width},
+          {"height", height},              {"seed", seed},          {"batch", o.batch},
+          {"init_image", o.init_image},    {"strength", o.strength}, {"mask", o.mask},
+          {"clip_skip", o.clip_skip},      {"guidance_rescale", o.guidance_rescale},
+          {"eta", o.eta},                  {"weight_dtype", o.weight_dtype},
+          {"compute_dtype", o.compute_dtype}};
+}
+
+void apply_recipe(GenerateOptions& o, const std::string& path) {
+  const nlohmann::json r = read_json_file(path);
+  ConfigReader c(r, "recipe " + path);
+  c.get("model", o.model).get("prompt", o.prompt).get("negative_prompt", o.negative);
+  c.get("steps", o.steps).get("cfg", o.cfg).get("sampler", o.sampler).get("schedule", o.schedule);
+  c.get("width", o.width).get("height", o.height).get("seed", o.seed).get("batch", o.batch);
+  c.get("init_image", o.init_image).get("strength", o.strength).get("mask", o.mask);
+  c.get("clip_skip", o.clip_skip).get("guidance_rescale", o.guidance_rescale).get("eta", o.eta);
+  c.get("weight_dtype", o.weight_dtype).get("compute_dtype", o.compute_dtype);
+  c.ignore({"diffuse_version"});
+  c.finish();
+}
+
+// "step 3/20 [======      ] 0.84 s/step, ETA 14 s" on stderr, rewritten in place.
+class ProgressBar {
+ public:
+  bool operator()(const StepInfo& info) {
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double per_step = elapsed / static_cast<double>(info.step + 1);
+    const int width = 24;
+    const auto filled = static_cast<int>(width * (info.step + 1) / info.num_steps);
+    std::fprintf(stderr, "\rstep %lld/%lld [%s%s] %.2f s/step, ETA %.0f s   ",
+                 static_cast<long long>(info.step + 1), static_cast<long long>(info.num_steps),
+                 std::string(static_cast<std::size_t>(filled), '=').c_str(),
+                 std::string(static_cast<std::size_t>(width - filled), ' ').c_str(), per_step,
+                 per_step * static_cast<double>(info.num_steps - info.step - 1));
+    if (info.step + 1 == info.num_steps) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+    return true;
+  }
+  void restart() { start_ = std::chrono::steady_clock::now(); }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+void run_generate(GenerateOptions o) {
+  if (!o.recipe.empty()) apply_recipe(o, o.recipe);
+  DIFFUSE_CHECK(!o.model.empty(), "generate: --model is required (a diffusers folder)");
+  if (o.threads > 0) set_num_threads(o.threads);
+  DIFFUSE_CHECK(o.clip_skip >= 0, "generate: --clip-skip must be >= 0");
+  DIFFUSE_CHECK(o.mask.empty() || !o.init_image.empty(), "generate: --mask needs --init-image");
+
+  // 1. Load the model.
+  ModelOptions mo;
+  mo.weight_dtype = parse_dtype(o.weight_dtype);
+  mo.compute_dtype = parse_dtype(o.compute_dtype);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto components = StableDiffusionComponents::from_pretrained(o.model, mo);
+  std::fprintf(stderr, "loaded %s in %.2f s (weights %s, compute %s, %d threads)\n",
+               o.model.c_str(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+               o.weight_dtype.c_str(), o.compute_dtype.c_str(), num_threads());
+  std::string sampler_label = components.scheduler->class_name();
+  if (!o.sampler.empty() || !o.schedule.empty()) {
+    const SamplerChoice choice = resolve_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule);
+    if (!choice.note.empty()) std::fprintf(stderr, "note: %s\n", choice.note.c_str());
+    components.scheduler = make_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule,
+                                        components.scheduler->config());
+    sampler_label = choice.sampler;
+  }
+
+  // 2. Parameters.
+  const int64_t vsf = components.vae_scale_factor();
+  const int64_t default_size = components.unet->config().sample_size.value_or(64) * vsf;
+  Tensor init;
+  if (!o.init_image.empty()) {
+    init = load_image(o.init_image);
+    if (o.width == 0) o.width = init.size(2) / 8 * 8;
+    if (o.height == 0) o.height = init.size(1) / 8 * 8;
+  }
+  if (o.width == 0) o.width = default_size;
+  if (o.height == 0) o.height = default_size;
+  if (o.strength < 0) o.strength = o.mask.empty() ? 0.8 : 1.0;
+  uint64_t seed = 0;
+  if (o.seed >= 0) {
+    seed = static_cast<uint64_t>(o.seed);
+  } else {
+    std::random_device rd;
+    seed = rd() & 0xffffffffu;
+  }
+  ProgressBar progress;
+  auto fill = [&](StableDiffusionParams& p) {
+    p.prompt = o.prompt;
+    if (!o.negative.empty()) p.negative_prompt = o.negative;
+    p.num_inference_steps = o.steps;
+    p.guidance_scale = o.cfg;
+    p.guidance_rescale = o.guidance_rescale;
+    p.eta = o.eta;
+    p.height = o.height;
+    p.width = o.width;
+    p.num_images_per_prompt = o.batch;
+    if (o.clip_skip > 1) p.clip_skip = o.clip_skip - 1;  // A1111's "2" is diffusers' 1
+    p.prompt_weighting = o.prompt_weighting;
+    // One seed per image (seed, seed + 1, ...) as A1111 does for batches.
+    for (int64_t i = 0; i < o.batch; ++i) p.seeds.push_back(seed + static_cast<uint64_t>(i));
+    p.callback = [&progress](const StepInfo& info) { return progress(info); };
+  };
+
+  // 3. Run.
+  PipelineOutput out;
+  progress.restart();
+  if (init.defined() && !o.mask.empty()) {
+    InpaintParams p;
+    fill(p);
+    p.image = resize_image(init, o.height, o.width);
+    p.mask_image = resize_image(load_image(o.mask, 1), o.height, o.width);
+    p.strength = o.strength;
+    out = StableDiffusionInpaintPipeline(components)(p);
+  } else if (init.defined()) {
+    Img2ImgParams p;
+    fill(p);
+    p.image = resize_image(init, o.height, o.width);
+    p.strength = o.strength;
+    out = StableDiffusionImg2ImgPipeline(components)(p);
+  } else {
+    StableDiffusionParams p;
+    fill(p);
+    out = StableDiffusionPipeline(components)(p);
+  }
+
+  // 4. Write images, A1111 parameters and a recipe per image (batch item i reproduces with
+  // seed + i and batch 1).
+  for (int64_t i = 0; i < o.batch; ++i) {
+    const uint64_t image_seed = out.seeds.size() == 1 ? seed : out.seeds[static_cast<std::size_t>(i)];
+    const std::string path = output_path(o.output, i, o.batch);
+    GenerateOptions one = o;
+    one.batch = 1;
+    save_png(path, out.images.narrow(0, i, 1),
+             {{"parameters", infotext(one, image_seed, o.width, o.height, sampler_label)}});
+    const std::string recipe_path = std::filesystem::path(path).replace_extension(".json").string();
+    std::ofstream(recipe_path) << recipe_json(one, image_seed, o.width, o.height).dump(2) << "\n";
+    std::printf("%s (seed %llu, recipe %s)\n", path.c_str(),
+                static_cast<unsigned long long>(image_seed), recipe_path.c_str());
+  }
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Generate images with a Stable Diffusion model (text-to-image, image-to-image "
+                  "with --init-image, inpainting with --init-image and --mask)");
+  cmd->add_option("-m,--model", o->model, "diffusers model folder (model_index.json)");
+  cmd->add_option("-p,--prompt", o->prompt, "prompt");
+  cmd->add_option("-n,--negative-prompt", o->negative, "negative prompt");
+  cmd->add_option("--steps", o->steps, "denoising steps")->capture_default_str();
+  cmd->add_option("--cfg", o->cfg, "classifier-free guidance scale")->capture_default_str();
+  cmd->add_option("--sampler", o->sampler,
+                  "A1111/ComfyUI sampler name (\"Euler a\", \"DPM++ 2M\", \"dpmpp_2m_sde\", ...); "
+                  "default: the model's scheduler");
+  cmd->add_option("--schedule", o->schedule, "sigma schedule: karras, exponential, beta, "
+                                             "sgm_uniform, simple, normal");
+  cmd->add_option("-W,--width", o->width, "width in pixels (multiple of 8; default: model size)");
+  cmd->add_option("-H,--height", o->height, "height in pixels (multiple of 8; default: model size)");
+  cmd->add_option("--seed", o->seed, "seed (-1: random); image i of a batch uses seed + i")
+      ->capture_default_str();
+  cmd->add_option("--batch", o->batch, "images to generate")->capture_default_str();
+  cmd->add_option("--init-image", o->init_image, "initial image for image-to-image / inpainting");
+  cmd->add_option("--strength", o->strength,
+                  "how much to change the initial image (default 0.8, inpainting 1.0)");
+  cmd->add_option("--mask", o->mask, "inpainting mask (white = repaint)");
+  cmd->add_option("--clip-skip", o->clip_skip,
+                  "A1111 clip skip: 1 = last layer (default), 2 = penultimate layer, ...");
+  cmd->add_flag("--prompt-weighting,!--no-prompt-weighting", o->prompt_weighting,
+                "A1111 prompt syntax ((word:1.2), [word], BREAK) and prompts over 75 tokens "
+                "(default on; --no-prompt-weighting reads the prompt as literal text like diffusers)");
+  cmd->add_option("--guidance-rescale", o->guidance_rescale, "guidance rescale (0 = off)");
+  cmd->add_option("--eta", o->eta, "DDIM eta");
+  cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--dtype", o->weight_dtype, "weight dtype: f32, f16, bf16")->capture_default_str();
+  cmd->add_option("--compute", o->compute_dtype, "compute dtype: f32, bf16")->capture_default_str();
+  cmd->add_option("-o,--output", o->output, "output PNG (batches: NAME-i.png)")
+      ->capture_default_str();
+  cmd->add_option("--recipe", o->recipe, "JSON recipe written by an earlier run (options given on "
+                                         "the command line are overridden by it)");
+  cmd->callback([o] { run_generate(*o); });
+}
+
+}  // namespace diffuse::cli
