@@ -45,12 +45,15 @@ struct SetTimestepsArgs {
 // Keyword arguments of step() that some schedulers take. Schedulers ignore what they do not
 // use, like the Python methods that do not declare them.
 struct StepArgs {
-  double eta = 0.0;                        // DDIM, TCD (gamma)
+  // DDIM / DDPMParallel-style `eta` and TCD's `eta` (its gamma). Unset = the scheduler's own
+  // default, which differs between classes (DDIM 0.0, TCD 0.3): use eta.value_or(default).
+  std::optional<double> eta;
   bool use_clipped_model_output = false;   // DDIM
   double s_churn = 0.0;                    // Euler, FlowMatchEuler/Heun
   double s_tmin = 0.0;
   double s_tmax = std::numeric_limits<double>::infinity();
   double s_noise = 1.0;
+  int64_t order = 4;                       // LMSDiscrete: order of the linear multistep method
   NoiseSource noise;                       // required by stochastic steps; Error when missing
 };
 
