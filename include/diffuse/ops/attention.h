@@ -25,7 +25,7 @@ struct AttentionOptions {
 // the Lq x Lk score matrix is never materialized; the extra memory is O(threads x block^2)
 // plus compute-dtype copies of q, k, v. Throws diffuse::Error naming "attention" and the
 // shapes on any mismatch.
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v,
-                 const AttentionOptions& o = {}, DType compute = DType::f32);
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o = {},
+                 DType compute = DType::f32);
 
 }  // namespace diffuse::ops
