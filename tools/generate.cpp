@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "diffuse/diffuse.h"
 #include "diffuse/formats/image.h"
+#include "diffuse/loaders/single_file.h"
 #include "diffuse/pipelines/stable_diffusion.h"
 #include "diffuse/schedulers/sampler_names.h"
 
@@ -18,6 +19,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model;
+  std::string tokenizer;  // single-file checkpoints: the CLIP tokenizer folder
   std::string prompt;
   std::string negative;
   int64_t steps = 20;
@@ -118,7 +120,8 @@ class ProgressBar {
 
 void run_generate(GenerateOptions o) {
   if (!o.recipe.empty()) apply_recipe(o, o.recipe);
-  DIFFUSE_CHECK(!o.model.empty(), "generate: --model is required (a diffusers folder)");
+  DIFFUSE_CHECK(!o.model.empty(),
+                "generate: --model is required (a diffusers folder or a single-file checkpoint)");
   if (o.threads > 0) set_num_threads(o.threads);
   DIFFUSE_CHECK(o.clip_skip >= 0, "generate: --clip-skip must be >= 0");
   DIFFUSE_CHECK(o.mask.empty() || !o.init_image.empty(), "generate: --mask needs --init-image");
@@ -128,7 +131,10 @@ void run_generate(GenerateOptions o) {
   mo.weight_dtype = parse_dtype(o.weight_dtype);
   mo.compute_dtype = parse_dtype(o.compute_dtype);
   const auto t0 = std::chrono::steady_clock::now();
-  auto components = StableDiffusionComponents::from_pretrained(o.model, mo);
+  // A diffusers folder, or an original single-file checkpoint (.safetensors / .ckpt).
+  auto components = std::filesystem::is_directory(o.model)
+                        ? StableDiffusionComponents::from_pretrained(o.model, mo)
+                        : from_single_file(o.model, mo, o.tokenizer);
   std::fprintf(stderr, "loaded %s in %.2f s (weights %s, compute %s, %d threads)\n",
                o.model.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
@@ -224,7 +230,11 @@ void add_generate_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "generate", "Generate images with a Stable Diffusion model (text-to-image, image-to-image "
                   "with --init-image, inpainting with --init-image and --mask)");
-  cmd->add_option("-m,--model", o->model, "diffusers model folder (model_index.json)");
+  cmd->add_option("-m,--model", o->model,
+                  "diffusers model folder (model_index.json) or an SD 1.x/2.x single-file "
+                  "checkpoint (.safetensors, .ckpt)");
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "CLIP tokenizer folder for single-file checkpoints (they hold no vocabulary)");
   cmd->add_option("-p,--prompt", o->prompt, "prompt");
   cmd->add_option("-n,--negative-prompt", o->negative, "negative prompt");
   cmd->add_option("--steps", o->steps, "denoising steps")->capture_default_str();

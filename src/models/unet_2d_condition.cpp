@@ -362,7 +362,7 @@ UNet2DConditionModel::UNet2DConditionModel(const UNet2DConditionConfig& config,
     }
   } else if (c.num_class_embeds) {
     m.class_embedding_table =
-        weights.scope("class_embedding").get("weight", {*c.num_class_embeds, time_embed_dim});
+        weights.scope("class_embedding").get("weight", {*c.num_class_embeds, time_embed_dim}, DType::f32);
   }
   if (c.addition_embed_type) {
     m.add_time_proj = nn::Timesteps{*c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift, 1.0};

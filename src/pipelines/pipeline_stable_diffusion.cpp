@@ -1,9 +1,12 @@
 // diffusers pipelines/stable_diffusion/pipeline_stable_diffusion.py.
 #include "diffuse/pipelines/stable_diffusion.h"
 
+#include <algorithm>
+
 #include "diffuse/core/log.h"
 #include "diffuse/formats/config.h"
 #include "diffuse/ops.h"
+#include "diffuse/pipelines/prompt_weighting.h"
 #include "src/pipelines/pipeline_utils.h"
 
 namespace diffuse {
@@ -78,16 +81,32 @@ PromptEmbeds encode_prompt(const StableDiffusionComponents& c, const std::string
                            int64_t num_images_per_prompt, bool do_classifier_free_guidance,
                            const std::optional<std::string>& negative_prompt,
                            std::optional<int64_t> clip_skip, const Tensor& prompt_embeds,
-                           const Tensor& negative_prompt_embeds) {
+                           const Tensor& negative_prompt_embeds, bool prompt_weighting) {
+  // Prompt weighting: A1111 syntax and 77-token chunks; the prompt and the negative prompt are
+  // padded with empty chunks to the same chunk count so the CFG batch lines up.
+  const int64_t context = c.tokenizer->model_max_length();
+  const auto text = [&](const std::string& s, std::optional<int64_t> skip, int64_t min_chunks) {
+    if (!prompt_weighting) return encode_text(c, s, skip);
+    PromptWeightingOptions o;
+    o.min_chunks = min_chunks;
+    return encode_weighted_prompt(*c.tokenizer, *c.text_encoder, s, skip, o);
+  };
+  int64_t negative_chunks = 1;
+  if (prompt_weighting && do_classifier_free_guidance)
+    negative_chunks = negative_prompt_embeds.defined()
+                          ? std::max<int64_t>(1, negative_prompt_embeds.size(1) / context)
+                          : count_prompt_chunks(*c.tokenizer, negative_prompt.value_or(""));
   PromptEmbeds e;
-  e.prompt_embeds = prompt_embeds.defined() ? prompt_embeds : encode_text(c, prompt, clip_skip);
+  e.prompt_embeds =
+      prompt_embeds.defined() ? prompt_embeds : text(prompt, clip_skip, negative_chunks);
   DIFFUSE_CHECK(e.prompt_embeds.dim() == 3 && e.prompt_embeds.size(0) == 1,
                 "prompt_embeds must be [1, L, D], got ", shape_str(e.prompt_embeds.shape()));
   if (do_classifier_free_guidance) {
     // The unconditional embeddings never get clip_skip (diffusers 0.31).
     e.negative_prompt_embeds = negative_prompt_embeds.defined()
                                    ? negative_prompt_embeds
-                                   : encode_text(c, negative_prompt.value_or(""), std::nullopt);
+                                   : text(negative_prompt.value_or(""), std::nullopt,
+                                          std::max<int64_t>(1, e.prompt_embeds.size(1) / context));
     DIFFUSE_CHECK(e.negative_prompt_embeds.shape() == e.prompt_embeds.shape(),
                   "`prompt_embeds` and `negative_prompt_embeds` must have the same shape, got ",
                   shape_str(e.prompt_embeds.shape()), " and ",
@@ -122,7 +141,8 @@ PipelineOutput StableDiffusionPipeline::operator()(const StableDiffusionParams& 
 
   // 2. Encode the prompt.
   const PromptEmbeds embeds = encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip,
-                                            p.prompt_embeds, p.negative_prompt_embeds);
+                                            p.prompt_embeds, p.negative_prompt_embeds,
+                                            p.prompt_weighting);
 
   // 3. Timesteps.
   pu::retrieve_timesteps(*c.scheduler, p);

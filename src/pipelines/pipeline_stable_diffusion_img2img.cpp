@@ -30,7 +30,8 @@ PipelineOutput StableDiffusionImg2ImgPipeline::operator()(const Img2ImgParams& p
 
   // 2. Encode the prompt.
   const PromptEmbeds embeds = encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip,
-                                            p.prompt_embeds, p.negative_prompt_embeds);
+                                            p.prompt_embeds, p.negative_prompt_embeds,
+                                            p.prompt_weighting);
 
   // 3. Preprocess the image.
   const Tensor image = pu::preprocess_image(img, height, width, "image");

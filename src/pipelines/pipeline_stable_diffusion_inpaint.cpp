@@ -52,7 +52,8 @@ PipelineOutput StableDiffusionInpaintPipeline::operator()(const InpaintParams& p
 
   // 2. Encode the prompt.
   const PromptEmbeds embeds = encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip,
-                                            p.prompt_embeds, p.negative_prompt_embeds);
+                                            p.prompt_embeds, p.negative_prompt_embeds,
+                                            p.prompt_weighting);
 
   // 3. Timesteps.
   pu::retrieve_timesteps(*c.scheduler, p);

@@ -72,3 +72,24 @@ TEST(CLIPTextModel, RejectsBadInput) {
 
 }  // namespace
 }  // namespace diffuse
+
+namespace diffuse {
+namespace {
+
+TEST(CLIPTextModel, Bf16WeightsAndCompute) {
+  const auto roots = testing::reference_roots();
+  if (roots.empty()) GTEST_SKIP() << "no reference data";
+  const fs::path tiny = roots[0] / "tiny";
+  ModelOptions options;
+  options.weight_dtype = DType::bf16;
+  options.compute_dtype = DType::bf16;
+  const auto model = CLIPTextModel::from_pretrained(tiny / "pipeline" / "text_encoder", options);
+  const auto io = SafetensorsFile::open(tiny / "clip_io.safetensors");
+  const auto out = model.forward(io.get("input_ids"));
+  const Tensor expected = io.get("last_hidden_state");
+  const auto d = testing::compare(out.last_hidden_state, expected);
+  EXPECT_LT(d.max_abs, 0.1) << testing::describe(d, out.last_hidden_state, expected);
+}
+
+}  // namespace
+}  // namespace diffuse

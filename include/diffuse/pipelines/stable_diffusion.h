@@ -74,6 +74,9 @@ struct StableDiffusionParams {
   Tensor prompt_embeds;           // instead of `prompt`
   Tensor negative_prompt_embeds;  // instead of `negative_prompt`
   std::optional<int64_t> clip_skip;
+  // A1111 prompt syntax and prompts longer than 75 tokens (pipelines/prompt_weighting.h). Off by
+  // default: diffusers reads prompts as literal text and truncates them to 77 tokens.
+  bool prompt_weighting = false;
   OutputType output_type = OutputType::image;
   StepCallback callback;
 };
@@ -97,7 +100,9 @@ struct PipelineOutput {
 
 // diffusers StableDiffusionPipeline.encode_prompt: [num_images_per_prompt, 77, D] prompt
 // embeddings (clip_skip applied to the prompt only, as diffusers 0.31 does) and, when
-// `do_classifier_free_guidance`, the negative ones.
+// `do_classifier_free_guidance`, the negative ones. With `prompt_weighting`, texts are encoded by
+// encode_weighted_prompt ([num_images_per_prompt, 77 * chunks, D]) and the prompt and negative
+// prompt are padded with empty chunks to the same chunk count.
 struct PromptEmbeds {
   Tensor prompt_embeds;
   Tensor negative_prompt_embeds;
@@ -106,7 +111,8 @@ PromptEmbeds encode_prompt(const StableDiffusionComponents& components, const st
                            int64_t num_images_per_prompt, bool do_classifier_free_guidance,
                            const std::optional<std::string>& negative_prompt,
                            std::optional<int64_t> clip_skip, const Tensor& prompt_embeds = {},
-                           const Tensor& negative_prompt_embeds = {});
+                           const Tensor& negative_prompt_embeds = {},
+                           bool prompt_weighting = false);
 
 class StableDiffusionPipeline {
  public:

@@ -98,9 +98,10 @@ CLIPTextModel::CLIPTextModel(const CLIPTextConfig& config, const WeightLoader& w
   const int64_t d = config.hidden_size;
   const WeightLoader t = weights.scope("text_model");
   const WeightLoader e = t.scope("embeddings");
-  m.token_embedding = e.scope("token_embedding").get("weight", {config.vocab_size, d});
+  // Embedding tables are gathered, not multiplied: keep them f32 so activations stay f32.
+  m.token_embedding = e.scope("token_embedding").get("weight", {config.vocab_size, d}, DType::f32);
   m.position_embedding =
-      e.scope("position_embedding").get("weight", {config.max_position_embeddings, d});
+      e.scope("position_embedding").get("weight", {config.max_position_embeddings, d}, DType::f32);
   // Older checkpoints carry the position_ids buffer; it is arange(max_position_embeddings).
   if (e.contains("position_ids")) (void)e.get_any("position_ids");
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
