@@ -1,9 +1,9 @@
 // `diffuse generate`: text-to-image, image-to-image and inpainting with a Stable Diffusion model,
 // a progress bar on stderr, PNG output with A1111-style "parameters" and a JSON recipe.
 #include <chrono>
-#include <random>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "commands.h"
@@ -28,12 +28,12 @@ struct GenerateOptions {
   std::string schedule;  // karras, exponential, ...
   int64_t width = 0;     // 0: the model's default size
   int64_t height = 0;
-  int64_t seed = -1;     // -1: random
+  int64_t seed = -1;  // -1: random
   int64_t batch = 1;
   std::string init_image;
   double strength = -1;  // -1: 0.8 for img2img, 1.0 for inpainting (diffusers' defaults)
   std::string mask;
-  int64_t clip_skip = 0;  // A1111 numbering: 1 = last layer (off), 2 = penultimate
+  int64_t clip_skip = 0;         // A1111 numbering: 1 = last layer (off), 2 = penultimate
   bool prompt_weighting = true;  // A1111 syntax on by default: the CLI speaks A1111's dialect
   double guidance_rescale = 0.0;
   double eta = 0.0;
@@ -71,13 +71,25 @@ std::string infotext(const GenerateOptions& o, uint64_t seed, int64_t width, int
 }
 
 nlohmann::json recipe_json(const GenerateOptions& o, uint64_t seed, int64_t width, int64_t height) {
-  return {{"diffuse_version", "0.1.0"}, {"model", o.model},         {"prompt", o.prompt},
-          {"negative_prompt", o.negative}, {"steps", o.steps},      {"cfg", o.cfg},
-          {"sampler", o.sampler},          {"schedule", o.schedule}, {"width", width},
-          {"height", height},              {"seed", seed},          {"batch", o.batch},
-          {"init_image", o.init_image},    {"strength", o.strength}, {"mask", o.mask},
-          {"clip_skip", o.clip_skip},      {"guidance_rescale", o.guidance_rescale},
-          {"eta", o.eta},                  {"weight_dtype", o.weight_dtype},
+  return {{"diffuse_version", "0.1.0"},
+          {"model", o.model},
+          {"prompt", o.prompt},
+          {"negative_prompt", o.negative},
+          {"steps", o.steps},
+          {"cfg", o.cfg},
+          {"sampler", o.sampler},
+          {"schedule", o.schedule},
+          {"width", width},
+          {"height", height},
+          {"seed", seed},
+          {"batch", o.batch},
+          {"init_image", o.init_image},
+          {"strength", o.strength},
+          {"mask", o.mask},
+          {"clip_skip", o.clip_skip},
+          {"guidance_rescale", o.guidance_rescale},
+          {"eta", o.eta},
+          {"weight_dtype", o.weight_dtype},
           {"compute_dtype", o.compute_dtype}};
 }
 
@@ -141,7 +153,8 @@ void run_generate(GenerateOptions o) {
                o.weight_dtype.c_str(), o.compute_dtype.c_str(), num_threads());
   std::string sampler_label = components.scheduler->class_name();
   if (!o.sampler.empty() || !o.schedule.empty()) {
-    const SamplerChoice choice = resolve_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule);
+    const SamplerChoice choice =
+        resolve_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule);
     if (!choice.note.empty()) std::fprintf(stderr, "note: %s\n", choice.note.c_str());
     components.scheduler = make_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule,
                                         components.scheduler->config());
@@ -210,7 +223,8 @@ void run_generate(GenerateOptions o) {
   // 4. Write images, A1111 parameters and a recipe per image (batch item i reproduces with
   // seed + i and batch 1).
   for (int64_t i = 0; i < o.batch; ++i) {
-    const uint64_t image_seed = out.seeds.size() == 1 ? seed : out.seeds[static_cast<std::size_t>(i)];
+    const uint64_t image_seed =
+        out.seeds.size() == 1 ? seed : out.seeds[static_cast<std::size_t>(i)];
     const std::string path = output_path(o.output, i, o.batch);
     GenerateOptions one = o;
     one.batch = 1;
@@ -228,8 +242,9 @@ void run_generate(GenerateOptions o) {
 void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "generate", "Generate images with a Stable Diffusion model (text-to-image, image-to-image "
-                  "with --init-image, inpainting with --init-image and --mask)");
+      "generate",
+      "Generate images with a Stable Diffusion model (text-to-image, image-to-image "
+      "with --init-image, inpainting with --init-image and --mask)");
   cmd->add_option("-m,--model", o->model,
                   "diffusers model folder (model_index.json) or an SD 1.x/2.x single-file "
                   "checkpoint (.safetensors, .ckpt)");
@@ -242,10 +257,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--sampler", o->sampler,
                   "A1111/ComfyUI sampler name (\"Euler a\", \"DPM++ 2M\", \"dpmpp_2m_sde\", ...); "
                   "default: the model's scheduler");
-  cmd->add_option("--schedule", o->schedule, "sigma schedule: karras, exponential, beta, "
-                                             "sgm_uniform, simple, normal");
+  cmd->add_option("--schedule", o->schedule,
+                  "sigma schedule: karras, exponential, beta, "
+                  "sgm_uniform, simple, normal");
   cmd->add_option("-W,--width", o->width, "width in pixels (multiple of 8; default: model size)");
-  cmd->add_option("-H,--height", o->height, "height in pixels (multiple of 8; default: model size)");
+  cmd->add_option("-H,--height", o->height,
+                  "height in pixels (multiple of 8; default: model size)");
   cmd->add_option("--seed", o->seed, "seed (-1: random); image i of a batch uses seed + i")
       ->capture_default_str();
   cmd->add_option("--batch", o->batch, "images to generate")->capture_default_str();
@@ -255,18 +272,21 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--mask", o->mask, "inpainting mask (white = repaint)");
   cmd->add_option("--clip-skip", o->clip_skip,
                   "A1111 clip skip: 1 = last layer (default), 2 = penultimate layer, ...");
-  cmd->add_flag("--prompt-weighting,!--no-prompt-weighting", o->prompt_weighting,
-                "A1111 prompt syntax ((word:1.2), [word], BREAK) and prompts over 75 tokens "
-                "(default on; --no-prompt-weighting reads the prompt as literal text like diffusers)");
+  cmd->add_flag(
+      "--prompt-weighting,!--no-prompt-weighting", o->prompt_weighting,
+      "A1111 prompt syntax ((word:1.2), [word], BREAK) and prompts over 75 tokens "
+      "(default on; --no-prompt-weighting reads the prompt as literal text like diffusers)");
   cmd->add_option("--guidance-rescale", o->guidance_rescale, "guidance rescale (0 = off)");
   cmd->add_option("--eta", o->eta, "DDIM eta");
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
-  cmd->add_option("--dtype", o->weight_dtype, "weight dtype: f32, f16, bf16")->capture_default_str();
+  cmd->add_option("--dtype", o->weight_dtype, "weight dtype: f32, f16, bf16")
+      ->capture_default_str();
   cmd->add_option("--compute", o->compute_dtype, "compute dtype: f32, bf16")->capture_default_str();
   cmd->add_option("-o,--output", o->output, "output PNG (batches: NAME-i.png)")
       ->capture_default_str();
-  cmd->add_option("--recipe", o->recipe, "JSON recipe written by an earlier run (options given on "
-                                         "the command line are overridden by it)");
+  cmd->add_option("--recipe", o->recipe,
+                  "JSON recipe written by an earlier run (options given on "
+                  "the command line are overridden by it)");
   cmd->callback([o] { run_generate(*o); });
 }
 

@@ -4,11 +4,11 @@
 
 #include "diffuse/ops/activation.h"
 #include "diffuse/ops/activation_kind.h"
+#include "diffuse/ops/attention.h"
 #include "diffuse/ops/broadcast.h"
 #include "diffuse/ops/elementwise.h"
 #include "diffuse/ops/embedding.h"
+#include "diffuse/ops/linalg.h"
 #include "diffuse/ops/norm.h"
 #include "diffuse/ops/reduce.h"
 #include "diffuse/ops/shape.h"
-#include "diffuse/ops/attention.h"
-#include "diffuse/ops/linalg.h"

@@ -26,7 +26,9 @@ float f8_e4m3_to_float(uint8_t v) {
   return neg ? -out : out;
 }
 
-float f8_e5m2_to_float(uint8_t v) { return f16_bits_to_float(static_cast<uint16_t>(v) << 8); }
+float f8_e5m2_to_float(uint8_t v) {
+  return f16_bits_to_float(static_cast<uint16_t>(v) << 8);
+}
 
 uint8_t float_to_f8_e4m3(float f) {
   const uint8_t sign = std::signbit(f) ? 0x80u : 0u;
@@ -37,7 +39,7 @@ uint8_t float_to_f8_e4m3(float f) {
   }
   int e = 0;
   const float frac = std::frexp(a, &e);  // a = frac * 2^e, frac in [0.5, 1)
-  int exp = e - 1;                        // a = (2 * frac) * 2^exp
+  int exp = e - 1;                       // a = (2 * frac) * 2^exp
   int q = static_cast<int>(std::nearbyint((2.0f * frac - 1.0f) * 8.0f));
   if (q == 8) {
     q = 0;

@@ -10,8 +10,8 @@ void throw_error(const char* /*file*/, int /*line*/, const std::string& message)
 }
 
 void assert_fail(const char* file, int line, const char* condition) {
-  std::fprintf(stderr, "diffuse: internal error: assertion `%s` failed at %s:%d\n", condition,
-               file, line);
+  std::fprintf(stderr, "diffuse: internal error: assertion `%s` failed at %s:%d\n", condition, file,
+               line);
   std::abort();
 }
 

@@ -26,8 +26,12 @@ std::atomic<LogLevel>& level_ref() {
 
 }  // namespace
 
-void set_log_level(LogLevel level) { level_ref().store(level); }
-LogLevel log_level() { return level_ref().load(); }
+void set_log_level(LogLevel level) {
+  level_ref().store(level);
+}
+LogLevel log_level() {
+  return level_ref().load();
+}
 
 void log_message(LogLevel level, std::string_view message) {
   static std::mutex mutex;

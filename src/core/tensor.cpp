@@ -61,8 +61,8 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
 Tensor Tensor::wrap(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype,
                     int64_t offset, const Shape& strides) {
   DIFFUSE_CHECK(storage != nullptr, "Tensor::wrap: null storage");
-  DIFFUSE_CHECK(strides.empty() || strides.size() == shape.size(), "Tensor::wrap: ",
-                strides.size(), " strides for shape ", shape_str(shape));
+  DIFFUSE_CHECK(strides.empty() || strides.size() == shape.size(), "Tensor::wrap: ", strides.size(),
+                " strides for shape ", shape_str(shape));
   DIFFUSE_CHECK(offset >= 0, "Tensor::wrap: negative offset ", offset);
   Tensor t;
   t.numel_ = shape_numel(shape);
@@ -93,7 +93,9 @@ Tensor Tensor::wrap(std::shared_ptr<Storage> storage, const Shape& shape, DType 
 
 // --- Properties -------------------------------------------------------------------------------
 
-Device Tensor::device() const { return storage_ ? storage_->device() : Device::cpu(); }
+Device Tensor::device() const {
+  return storage_ ? storage_->device() : Device::cpu();
+}
 
 bool Tensor::is_contiguous() const {
   if (numel_ == 0) return true;  // PyTorch: an empty tensor is contiguous whatever its strides
@@ -106,7 +108,9 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
-bool Tensor::read_only() const { return storage_ && storage_->read_only(); }
+bool Tensor::read_only() const {
+  return storage_ && storage_->read_only();
+}
 
 void* Tensor::data_ptr() const {
   DIFFUSE_CHECK(defined(), "Tensor: use of an undefined tensor");
@@ -139,18 +143,19 @@ Shape infer_shape(const Shape& shape, int64_t numel, const char* op) {
     }
   }
   if (infer >= 0) {
-    DIFFUSE_CHECK(known != 0 && numel % known == 0, op, ": cannot infer -1 in ",
-                  shape_str(shape), " for ", numel, " elements");
+    DIFFUSE_CHECK(known != 0 && numel % known == 0, op, ": cannot infer -1 in ", shape_str(shape),
+                  " for ", numel, " elements");
     out[infer] = numel / known;
   }
-  DIFFUSE_CHECK(shape_numel(out) == numel, op, ": shape ", shape_str(shape),
-                " is invalid for ", numel, " elements");
+  DIFFUSE_CHECK(shape_numel(out) == numel, op, ": shape ", shape_str(shape), " is invalid for ",
+                numel, " elements");
   return out;
 }
 
 // Strides for viewing (shape, strides) as new_shape without copying, following PyTorch's
 // computeStride; empty result when impossible.
-std::optional<Shape> view_strides(const Shape& shape, const Shape& strides, const Shape& new_shape) {
+std::optional<Shape> view_strides(const Shape& shape, const Shape& strides,
+                                  const Shape& new_shape) {
   Shape out(new_shape.size());
   if (shape_numel(shape) == 0) return contiguous_strides(new_shape);
   // A 0-dim tensor has one element and no strides: any shape of one element views it (the loop
@@ -272,8 +277,8 @@ Tensor Tensor::narrow(int64_t d, int64_t start, int64_t length) const {
 Tensor Tensor::select(int64_t d, int64_t index) const {
   d = wrap_dim(d);
   const int64_t n = shape_[d];
-  DIFFUSE_CHECK(index >= -n && index < n, "select: index ", index, " is out of range for dimension ",
-                d, " of shape ", shape_str(shape_));
+  DIFFUSE_CHECK(index >= -n && index < n, "select: index ", index,
+                " is out of range for dimension ", d, " of shape ", shape_str(shape_));
   if (index < 0) index += n;
   Tensor t = *this;
   t.offset_ += index * strides_[d];
@@ -301,9 +306,8 @@ Tensor Tensor::expand(const Shape& shape) const {
       t.shape_[i] = cur;
       t.strides_[i] = strides_[i - lead];
     } else {
-      DIFFUSE_CHECK(cur == 1, "expand: dimension ", i, " of size ", cur,
-                    " cannot be broadcast to ", want, " (", shape_str(shape_), " -> ",
-                    shape_str(shape), ")");
+      DIFFUSE_CHECK(cur == 1, "expand: dimension ", i, " of size ", cur, " cannot be broadcast to ",
+                    want, " (", shape_str(shape_), " -> ", shape_str(shape), ")");
       t.shape_[i] = want;
     }
   }
@@ -378,8 +382,8 @@ std::vector<Tensor> Tensor::split(const std::vector<int64_t>& sizes, int64_t d) 
     DIFFUSE_CHECK(s >= 0, "split: negative size ", s);
     DIFFUSE_CHECK(!__builtin_add_overflow(total, s, &total), "split: sizes overflow int64");
   }
-  DIFFUSE_CHECK(total == shape_[d], "split: sizes sum to ", total, " but dimension ", d,
-                " has ", shape_[d]);
+  DIFFUSE_CHECK(total == shape_[d], "split: sizes sum to ", total, " but dimension ", d, " has ",
+                shape_[d]);
   std::vector<Tensor> out;
   int64_t start = 0;
   for (const int64_t s : sizes) {

@@ -21,6 +21,8 @@ void set_num_threads(int n) {
   omp_set_num_threads(n > 0 ? n : fallback);
 }
 
-int num_threads() { return omp_get_max_threads(); }
+int num_threads() {
+  return omp_get_max_threads();
+}
 
 }  // namespace diffuse

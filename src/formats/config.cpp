@@ -30,7 +30,9 @@ ConfigReader::ConfigReader(const nlohmann::json& config, std::string owner)
                 config_.type_name());
 }
 
-bool ConfigReader::has(const std::string& key) const { return config_.contains(key); }
+bool ConfigReader::has(const std::string& key) const {
+  return config_.contains(key);
+}
 
 ConfigReader& ConfigReader::ignore(std::initializer_list<const char*> keys) {
   for (const char* k : keys) used_.insert(k);
@@ -45,7 +47,8 @@ std::vector<std::string> ConfigReader::finish() {
   }
   if (!unknown.empty()) {
     std::ostringstream os;
-    for (std::size_t i = 0; i < unknown.size(); ++i) os << (i ? ", " : "") << "'" << unknown[i] << "'";
+    for (std::size_t i = 0; i < unknown.size(); ++i)
+      os << (i ? ", " : "") << "'" << unknown[i] << "'";
     log_warn("the config attributes {", os.str(), "} were passed to ", owner_,
              ", but are not expected and will be ignored");
   }

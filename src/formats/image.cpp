@@ -17,8 +17,8 @@ Tensor load_image(const std::filesystem::path& path, int channels) {
   int w = 0, h = 0, n = 0;
   std::unique_ptr<unsigned char, void (*)(void*)> pixels(
       stbi_load(path.c_str(), &w, &h, &n, channels), stbi_image_free);
-  DIFFUSE_CHECK(pixels != nullptr, "cannot read image '", path.string(), "': ",
-                stbi_failure_reason());
+  DIFFUSE_CHECK(pixels != nullptr, "cannot read image '", path.string(),
+                "': ", stbi_failure_reason());
   const std::size_t count = static_cast<std::size_t>(w) * h * channels;
   Tensor out = Tensor::empty({1, h, w, channels});
   float* dst = out.data<float>();
@@ -81,9 +81,9 @@ void save_png(const std::filesystem::path& path, const Tensor& image,
   }
   std::FILE* file = std::fopen(path.c_str(), "wb");
   DIFFUSE_CHECK(file != nullptr, "cannot open '", path.string(), "' for writing");
-  const bool ok = write_png_rows(file, bytes.data(), static_cast<png_uint_32>(w),
-                                 static_cast<png_uint_32>(h), static_cast<int>(c), chunks.data(),
-                                 static_cast<int>(chunks.size()));
+  const bool ok =
+      write_png_rows(file, bytes.data(), static_cast<png_uint_32>(w), static_cast<png_uint_32>(h),
+                     static_cast<int>(c), chunks.data(), static_cast<int>(chunks.size()));
   const bool closed = std::fclose(file) == 0;
   DIFFUSE_CHECK(ok && closed, "save_png: writing '", path.string(), "' failed");
 }

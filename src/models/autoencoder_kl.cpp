@@ -47,8 +47,10 @@ void AutoencoderKLConfig::validate() const {
   DIFFUSE_CHECK(!block_out_channels.empty(), kOwner, ": block_out_channels is empty");
   DIFFUSE_CHECK(down_block_types.size() == block_out_channels.size() &&
                     up_block_types.size() == block_out_channels.size(),
-                kOwner, ": down_block_types, up_block_types and block_out_channels must have the "
-                        "same length (", down_block_types.size(), ", ", up_block_types.size(), ", ",
+                kOwner,
+                ": down_block_types, up_block_types and block_out_channels must have the "
+                "same length (",
+                down_block_types.size(), ", ", up_block_types.size(), ", ",
                 block_out_channels.size(), ")");
   for (const auto& t : down_block_types)
     DIFFUSE_CHECK(t == "DownEncoderBlock2D", kOwner, ": unsupported down block type '", t,
@@ -83,8 +85,8 @@ struct MidBlock {
 
   MidBlock(const WeightLoader& w, int64_t channels, int64_t groups, ops::Activation act,
            bool add_attention, DType compute) {
-    resnets.push_back(vae_resnet(w.scope("resnets").scope(0), channels, channels, groups, act,
-                                 compute));
+    resnets.push_back(
+        vae_resnet(w.scope("resnets").scope(0), channels, channels, groups, act, compute));
     if (add_attention) {
       nn::AttentionConfig ac;
       ac.query_dim = channels;
@@ -96,8 +98,8 @@ struct MidBlock {
       ac.residual_connection = true;
       attention.emplace(w.scope("attentions").scope(0), ac, compute);
     }
-    resnets.push_back(vae_resnet(w.scope("resnets").scope(1), channels, channels, groups, act,
-                                 compute));
+    resnets.push_back(
+        vae_resnet(w.scope("resnets").scope(1), channels, channels, groups, act, compute));
   }
 
   Tensor operator()(Tensor h) const {
@@ -167,7 +169,8 @@ AutoencoderKL::AutoencoderKL(const AutoencoderKLConfig& config, const WeightLoad
 
   // Encoder (double_z: mean and logvar).
   const WeightLoader e = weights.scope("encoder");
-  m.enc_conv_in = nn::Conv2d(e.scope("conv_in"), config.in_channels, boc[0], 3, 1, 1, true, compute);
+  m.enc_conv_in =
+      nn::Conv2d(e.scope("conv_in"), config.in_channels, boc[0], 3, 1, 1, true, compute);
   int64_t out_ch = boc[0];
   for (std::size_t i = 0; i < n; ++i) {
     const WeightLoader b = e.scope("down_blocks").scope(static_cast<int64_t>(i));
@@ -182,11 +185,11 @@ AutoencoderKL::AutoencoderKL(const AutoencoderKLConfig& config, const WeightLoad
     if (i + 1 < n) down.emplace(b.scope("downsamplers").scope(0), out_ch, out_ch, 0, compute);
     m.enc_down.push_back(std::move(down));
   }
-  m.enc_mid.emplace(e.scope("mid_block"), boc.back(), groups, m.act,
-                    config.mid_block_add_attention, compute);
+  m.enc_mid.emplace(e.scope("mid_block"), boc.back(), groups, m.act, config.mid_block_add_attention,
+                    compute);
   m.enc_norm_out = nn::GroupNorm(e.scope("conv_norm_out"), groups, boc.back(), kEps);
-  m.enc_conv_out = nn::Conv2d(e.scope("conv_out"), boc.back(), 2 * config.latent_channels, 3, 1,
-                              1, true, compute);
+  m.enc_conv_out = nn::Conv2d(e.scope("conv_out"), boc.back(), 2 * config.latent_channels, 3, 1, 1,
+                              true, compute);
   if (config.use_quant_conv)
     m.quant_conv.emplace(weights.scope("quant_conv"), 2 * config.latent_channels,
                          2 * config.latent_channels, 1, 1, 0, true, compute);
@@ -198,8 +201,8 @@ AutoencoderKL::AutoencoderKL(const AutoencoderKLConfig& config, const WeightLoad
   const WeightLoader d = weights.scope("decoder");
   m.dec_conv_in =
       nn::Conv2d(d.scope("conv_in"), config.latent_channels, boc.back(), 3, 1, 1, true, compute);
-  m.dec_mid.emplace(d.scope("mid_block"), boc.back(), groups, m.act,
-                    config.mid_block_add_attention, compute);
+  m.dec_mid.emplace(d.scope("mid_block"), boc.back(), groups, m.act, config.mid_block_add_attention,
+                    compute);
   out_ch = boc.back();
   for (std::size_t i = 0; i < n; ++i) {
     const WeightLoader b = d.scope("up_blocks").scope(static_cast<int64_t>(i));
@@ -234,7 +237,9 @@ AutoencoderKL::~AutoencoderKL() = default;
 AutoencoderKL::AutoencoderKL(AutoencoderKL&&) noexcept = default;
 AutoencoderKL& AutoencoderKL::operator=(AutoencoderKL&&) noexcept = default;
 
-const AutoencoderKLConfig& AutoencoderKL::config() const { return impl_->config; }
+const AutoencoderKLConfig& AutoencoderKL::config() const {
+  return impl_->config;
+}
 
 int64_t AutoencoderKL::scale_factor() const {
   return int64_t{1} << (impl_->config.block_out_channels.size() - 1);
@@ -263,7 +268,8 @@ Tensor DiagonalGaussianDistribution::sample(Generator& generator) const {
 
 Tensor AutoencoderKL::encode_moments(const Tensor& image) const {
   const Impl& m = *impl_;
-  if (use_tiling_ && (image.size(2) > tile_sample_min_size_ || image.size(3) > tile_sample_min_size_))
+  if (use_tiling_ &&
+      (image.size(2) > tile_sample_min_size_ || image.size(3) > tile_sample_min_size_))
     return tiled_encode_moments(image);
   Tensor h = m.encoder(image);
   if (m.quant_conv) h = (*m.quant_conv)(h);
@@ -272,8 +278,8 @@ Tensor AutoencoderKL::encode_moments(const Tensor& image) const {
 
 DiagonalGaussianDistribution AutoencoderKL::encode(const Tensor& image) const {
   const auto& c = impl_->config;
-  DIFFUSE_CHECK(image.dim() == 4 && image.size(1) == c.in_channels, kOwner,
-                ": encode expects [B, ", c.in_channels, ", H, W], got ", shape_str(image.shape()));
+  DIFFUSE_CHECK(image.dim() == 4 && image.size(1) == c.in_channels, kOwner, ": encode expects [B, ",
+                c.in_channels, ", H, W], got ", shape_str(image.shape()));
   Tensor moments;
   if (use_slicing_ && image.size(0) > 1) {
     std::vector<Tensor> parts;
@@ -310,7 +316,8 @@ Tensor AutoencoderKL::decode(const Tensor& latents) const {
                 shape_str(latents.shape()));
   if (use_slicing_ && latents.size(0) > 1) {
     std::vector<Tensor> parts;
-    for (int64_t b = 0; b < latents.size(0); ++b) parts.push_back(decode_one(latents.narrow(0, b, 1)));
+    for (int64_t b = 0; b < latents.size(0); ++b)
+      parts.push_back(decode_one(latents.narrow(0, b, 1)));
     return ops::concat(parts, 0);
   }
   return decode_one(latents);
@@ -327,8 +334,8 @@ void blend(const Tensor& a, Tensor& b, int64_t extent, int64_t dim) {
   for (int64_t y = 0; y < extent; ++y) {
     const double t = static_cast<double>(y) / static_cast<double>(extent);
     Tensor dst = b.narrow(dim, y, 1);
-    const Tensor mixed = ops::add(ops::mul(a.narrow(dim, a.size(dim) - extent + y, 1), 1.0 - t),
-                                  ops::mul(dst, t));
+    const Tensor mixed =
+        ops::add(ops::mul(a.narrow(dim, a.size(dim) - extent + y, 1), 1.0 - t), ops::mul(dst, t));
     dst.copy_(mixed);
   }
 }
@@ -336,8 +343,8 @@ void blend(const Tensor& a, Tensor& b, int64_t extent, int64_t dim) {
 // Splits `x` into overlapping tiles, runs `fn` on each, blends neighbours and stitches the
 // kept parts. in_tile/in_step in input pixels; out_blend/out_keep in output pixels.
 template <typename Fn>
-Tensor tiled(const Tensor& x, int64_t in_tile, int64_t in_step, int64_t out_blend,
-             int64_t out_keep, Fn&& fn) {
+Tensor tiled(const Tensor& x, int64_t in_tile, int64_t in_step, int64_t out_blend, int64_t out_keep,
+             Fn&& fn) {
   DIFFUSE_CHECK(in_step > 0, kOwner, ": tile size too small for tiling");
   std::vector<std::vector<Tensor>> rows;
   for (int64_t i = 0; i < x.size(2); i += in_step) {
@@ -364,10 +371,10 @@ Tensor tiled(const Tensor& x, int64_t in_tile, int64_t in_step, int64_t out_blen
 
 Tensor AutoencoderKL::tiled_encode_moments(const Tensor& image) const {
   const Impl& m = *impl_;
-  const auto overlap = static_cast<int64_t>(static_cast<double>(tile_sample_min_size_) *
-                                            (1 - tile_overlap_factor_));
-  const auto blend_extent = static_cast<int64_t>(static_cast<double>(tile_latent_min_size_) *
-                                                 tile_overlap_factor_);
+  const auto overlap =
+      static_cast<int64_t>(static_cast<double>(tile_sample_min_size_) * (1 - tile_overlap_factor_));
+  const auto blend_extent =
+      static_cast<int64_t>(static_cast<double>(tile_latent_min_size_) * tile_overlap_factor_);
   return tiled(image, tile_sample_min_size_, overlap, blend_extent,
                tile_latent_min_size_ - blend_extent, [&](const Tensor& tile) {
                  Tensor h = m.encoder(tile);
@@ -378,10 +385,10 @@ Tensor AutoencoderKL::tiled_encode_moments(const Tensor& image) const {
 
 Tensor AutoencoderKL::tiled_decode(const Tensor& latents) const {
   const Impl& m = *impl_;
-  const auto overlap = static_cast<int64_t>(static_cast<double>(tile_latent_min_size_) *
-                                            (1 - tile_overlap_factor_));
-  const auto blend_extent = static_cast<int64_t>(static_cast<double>(tile_sample_min_size_) *
-                                                 tile_overlap_factor_);
+  const auto overlap =
+      static_cast<int64_t>(static_cast<double>(tile_latent_min_size_) * (1 - tile_overlap_factor_));
+  const auto blend_extent =
+      static_cast<int64_t>(static_cast<double>(tile_sample_min_size_) * tile_overlap_factor_);
   return tiled(latents, tile_latent_min_size_, overlap, blend_extent,
                tile_sample_min_size_ - blend_extent, [&](const Tensor& tile) {
                  Tensor z = tile;

@@ -212,9 +212,8 @@ nn::ResnetBlock2D make_resnet(const WeightLoader& w, const BlockSettings& s, int
 nn::Transformer2DModel make_transformer(const WeightLoader& w, const BlockSettings& s,
                                         int64_t channels, int64_t heads, int64_t layers,
                                         int64_t cross_dim, bool only_cross) {
-  DIFFUSE_CHECK(channels % heads == 0, kOwner, ": ", channels,
-                " channels are not divisible by ", heads, " attention heads at '", w.prefix(),
-                "'");
+  DIFFUSE_CHECK(channels % heads == 0, kOwner, ": ", channels, " channels are not divisible by ",
+                heads, " attention heads at '", w.prefix(), "'");
   nn::Transformer2DConfig tc;
   tc.num_attention_heads = heads;
   tc.attention_head_dim = channels / heads;
@@ -335,14 +334,14 @@ UNet2DConditionModel::UNet2DConditionModel(const UNet2DConditionConfig& config,
   std::optional<ops::Activation> post_act;
   if (c.timestep_post_act)
     post_act = nn::parse_activation(*c.timestep_post_act, "UNet2DConditionModel timestep_post_act");
-  m.time_embedding = nn::TimestepEmbedding(weights.scope("time_embedding"), c0, time_embed_dim,
-                                           m.act, std::nullopt, post_act, c.time_cond_proj_dim,
-                                           compute_dtype);
+  m.time_embedding =
+      nn::TimestepEmbedding(weights.scope("time_embedding"), c0, time_embed_dim, m.act,
+                            std::nullopt, post_act, c.time_cond_proj_dim, compute_dtype);
   if (c.encoder_hid_dim_type) {
     DIFFUSE_CHECK(c.encoder_hid_dim.has_value(), kOwner,
                   ": encoder_hid_dim_type is set but encoder_hid_dim is not");
-    m.encoder_hid_proj.emplace(weights.scope("encoder_hid_proj"), *c.encoder_hid_dim,
-                               cross_dims[0], true, compute_dtype);
+    m.encoder_hid_proj.emplace(weights.scope("encoder_hid_proj"), *c.encoder_hid_dim, cross_dims[0],
+                               true, compute_dtype);
   }
   if (c.class_embed_type) {
     const std::string& t = *c.class_embed_type;
@@ -361,19 +360,21 @@ UNet2DConditionModel::UNet2DConditionModel(const UNet2DConditionConfig& config,
       }
     }
   } else if (c.num_class_embeds) {
-    m.class_embedding_table =
-        weights.scope("class_embedding").get("weight", {*c.num_class_embeds, time_embed_dim}, DType::f32);
+    m.class_embedding_table = weights.scope("class_embedding")
+                                  .get("weight", {*c.num_class_embeds, time_embed_dim}, DType::f32);
   }
   if (c.addition_embed_type) {
-    m.add_time_proj = nn::Timesteps{*c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift, 1.0};
-    m.add_embedding.emplace(weights.scope("add_embedding"), *c.projection_class_embeddings_input_dim,
-                            time_embed_dim, m.act, std::nullopt, std::nullopt, std::nullopt,
-                            compute_dtype);
+    m.add_time_proj =
+        nn::Timesteps{*c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift, 1.0};
+    m.add_embedding.emplace(weights.scope("add_embedding"),
+                            *c.projection_class_embeddings_input_dim, time_embed_dim, m.act,
+                            std::nullopt, std::nullopt, std::nullopt, compute_dtype);
   }
   if (c.time_embedding_act_fn)
-    m.time_embed_act =
-        nn::parse_activation(*c.time_embedding_act_fn, "UNet2DConditionModel time_embedding_act_fn");
-  const int64_t blocks_time_embed_dim = c.class_embeddings_concat ? time_embed_dim * 2 : time_embed_dim;
+    m.time_embed_act = nn::parse_activation(*c.time_embedding_act_fn,
+                                            "UNet2DConditionModel time_embedding_act_fn");
+  const int64_t blocks_time_embed_dim =
+      c.class_embeddings_concat ? time_embed_dim * 2 : time_embed_dim;
 
   BlockSettings s;
   s.temb_channels = blocks_time_embed_dim;
@@ -417,7 +418,8 @@ UNet2DConditionModel::UNet2DConditionModel(const UNet2DConditionConfig& config,
     const WeightLoader w = weights.scope("mid_block");
     const int64_t ch = c.block_out_channels.back();
     MidBlock b;
-    b.resnets.push_back(make_resnet(w.scope("resnets").scope(0), s, ch, ch, c.mid_block_scale_factor));
+    b.resnets.push_back(
+        make_resnet(w.scope("resnets").scope(0), s, ch, ch, c.mid_block_scale_factor));
     if (*c.mid_block_type == "UNetMidBlock2DCrossAttn") {
       const bool mid_only_cross = c.mid_block_only_cross_attention.value_or(only_cross.back());
       b.attentions.push_back(make_transformer(w.scope("attentions").scope(0), s, ch, heads.back(),
@@ -426,7 +428,8 @@ UNet2DConditionModel::UNet2DConditionModel(const UNet2DConditionConfig& config,
       b.resnets.push_back(
           make_resnet(w.scope("resnets").scope(1), s, ch, ch, c.mid_block_scale_factor));
     } else {
-      DIFFUSE_FAIL(kOwner, ": mid_block_type UNetMidBlock2D is not supported in a conditional UNet");
+      DIFFUSE_FAIL(kOwner,
+                   ": mid_block_type UNetMidBlock2D is not supported in a conditional UNet");
     }
     m.mid_block = std::move(b);
   }
@@ -479,7 +482,8 @@ UNet2DConditionModel::UNet2DConditionModel(const UNet2DConditionConfig& config,
   }
 
   // 6. Output.
-  m.conv_norm_out = nn::GroupNorm(weights.scope("conv_norm_out"), *c.norm_num_groups, c0, c.norm_eps);
+  m.conv_norm_out =
+      nn::GroupNorm(weights.scope("conv_norm_out"), *c.norm_num_groups, c0, c.norm_eps);
   m.conv_out = nn::Conv2d(weights.scope("conv_out"), c0, c.out_channels, c.conv_out_kernel, 1,
                           (c.conv_out_kernel - 1) / 2, true, compute_dtype);
 }
@@ -497,7 +501,9 @@ UNet2DConditionModel::~UNet2DConditionModel() = default;
 UNet2DConditionModel::UNet2DConditionModel(UNet2DConditionModel&&) noexcept = default;
 UNet2DConditionModel& UNet2DConditionModel::operator=(UNet2DConditionModel&&) noexcept = default;
 
-const UNet2DConditionConfig& UNet2DConditionModel::config() const { return impl_->config; }
+const UNet2DConditionConfig& UNet2DConditionModel::config() const {
+  return impl_->config;
+}
 
 Tensor UNet2DConditionModel::forward(const Tensor& sample, const Tensor& timestep,
                                      const Tensor& encoder_hidden_states,

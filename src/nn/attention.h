@@ -14,8 +14,8 @@ struct AttentionConfig {
   std::optional<int64_t> cross_attention_dim;  // nullopt: self-attention
   int64_t heads = 8;
   int64_t dim_head = 64;
-  bool bias = false;      // to_q/to_k/to_v bias
-  bool out_bias = true;   // to_out.0 bias
+  bool bias = false;                       // to_q/to_k/to_v bias
+  bool out_bias = true;                    // to_out.0 bias
   std::optional<int64_t> norm_num_groups;  // group_norm before the projections (VAE)
   double eps = 1e-5;                       // of that group norm
   bool residual_connection = false;

@@ -27,8 +27,8 @@ class TimestepEmbedding {
   TimestepEmbedding() = default;
   TimestepEmbedding(const WeightLoader& w, int64_t in_channels, int64_t time_embed_dim,
                     ops::Activation act, std::optional<int64_t> out_dim,
-                    std::optional<ops::Activation> post_act,
-                    std::optional<int64_t> cond_proj_dim, DType compute);
+                    std::optional<ops::Activation> post_act, std::optional<int64_t> cond_proj_dim,
+                    DType compute);
   Tensor operator()(const Tensor& sample, const Tensor& condition = {}) const;
 
  private:

@@ -22,14 +22,13 @@ Conv2d::Conv2d(const WeightLoader& w, int64_t in_channels, int64_t out_channels,
 
 GroupNorm::GroupNorm(const WeightLoader& w, int64_t groups, int64_t channels, double epsilon)
     : num_groups(groups), eps(epsilon) {
-  DIFFUSE_CHECK(groups > 0 && channels % groups == 0, "GroupNorm '", w.prefix(), "': ",
-                channels, " channels are not divisible into ", groups, " groups");
+  DIFFUSE_CHECK(groups > 0 && channels % groups == 0, "GroupNorm '", w.prefix(), "': ", channels,
+                " channels are not divisible into ", groups, " groups");
   weight = w.get("weight", {channels}, DType::f32);
   bias = w.get("bias", {channels}, DType::f32);
 }
 
-LayerNorm::LayerNorm(const WeightLoader& w, int64_t dim, double epsilon, bool affine,
-                     bool has_bias)
+LayerNorm::LayerNorm(const WeightLoader& w, int64_t dim, double epsilon, bool affine, bool has_bias)
     : eps(epsilon) {
   if (affine) {
     weight = w.get("weight", {dim}, DType::f32);

@@ -8,9 +8,10 @@ ResnetBlock2D::ResnetBlock2D(const WeightLoader& w, const ResnetBlock2DConfig& c
   const int64_t in = config.in_channels;
   const int64_t out = config.out_channels.value_or(in);
   config_.out_channels = out;
-  DIFFUSE_CHECK(config.time_embedding_norm == "default" || config.time_embedding_norm == "scale_shift",
-                "ResnetBlock2D '", w.prefix(), "': unsupported time_embedding_norm '",
-                config.time_embedding_norm, "' (expected default or scale_shift)");
+  DIFFUSE_CHECK(
+      config.time_embedding_norm == "default" || config.time_embedding_norm == "scale_shift",
+      "ResnetBlock2D '", w.prefix(), "': unsupported time_embedding_norm '",
+      config.time_embedding_norm, "' (expected default or scale_shift)");
   norm1_ = GroupNorm(w.scope("norm1"), config.groups, in, config.eps);
   conv1_ = Conv2d(w.scope("conv1"), in, out, 3, 1, 1, true, compute);
   if (config.temb_channels) {
@@ -64,8 +65,7 @@ Tensor Downsample2D::operator()(const Tensor& x) const {
   return conv_(x);
 }
 
-Upsample2D::Upsample2D(const WeightLoader& w, int64_t channels, int64_t out_channels,
-                       DType compute)
+Upsample2D::Upsample2D(const WeightLoader& w, int64_t channels, int64_t out_channels, DType compute)
     : conv_(w.scope("conv"), channels, out_channels, 3, 1, 1, true, compute) {}
 
 Tensor Upsample2D::operator()(const Tensor& x, const Shape& output_size) const {

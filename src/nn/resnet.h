@@ -10,16 +10,16 @@ namespace diffuse::nn {
 
 struct ResnetBlock2DConfig {
   int64_t in_channels = 0;
-  std::optional<int64_t> out_channels;    // default: in_channels
-  std::optional<int64_t> temb_channels;   // nullopt: no time embedding (VAE)
+  std::optional<int64_t> out_channels;   // default: in_channels
+  std::optional<int64_t> temb_channels;  // nullopt: no time embedding (VAE)
   int64_t groups = 32;
-  std::optional<int64_t> groups_out;      // default: groups
+  std::optional<int64_t> groups_out;  // default: groups
   double eps = 1e-6;
   std::string time_embedding_norm = "default";  // "default" or "scale_shift"
   ops::Activation non_linearity = ops::Activation::silu;
   double output_scale_factor = 1.0;
   bool skip_time_act = false;
-  std::optional<bool> use_in_shortcut;    // default: in_channels != out_channels
+  std::optional<bool> use_in_shortcut;  // default: in_channels != out_channels
   bool conv_shortcut_bias = true;
 };
 

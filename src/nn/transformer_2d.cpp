@@ -6,10 +6,10 @@ FeedForward::FeedForward(const WeightLoader& w, int64_t dim, int64_t mult,
                          const std::string& activation_fn, DType compute)
     : activation_fn_(activation_fn) {
   const int64_t inner = dim * mult;
-  DIFFUSE_CHECK(activation_fn == "geglu" || activation_fn == "gelu" ||
-                    activation_fn == "gelu-approximate",
-                "FeedForward '", w.prefix(), "': unsupported activation_fn '", activation_fn,
-                "' (expected geglu, gelu or gelu-approximate)");
+  DIFFUSE_CHECK(
+      activation_fn == "geglu" || activation_fn == "gelu" || activation_fn == "gelu-approximate",
+      "FeedForward '", w.prefix(), "': unsupported activation_fn '", activation_fn,
+      "' (expected geglu, gelu or gelu-approximate)");
   const int64_t proj_out = activation_fn == "geglu" ? 2 * inner : inner;
   proj_ = Linear(w.scope("net").scope(0).scope("proj"), dim, proj_out, true, compute);
   out_ = Linear(w.scope("net").scope(2), inner, dim, true, compute);
@@ -85,8 +85,7 @@ Transformer2DModel::Transformer2DModel(const WeightLoader& w, const Transformer2
   if (config.use_linear_projection) {
     proj_out_linear_ = Linear(w.scope("proj_out"), inner, config.in_channels, true, compute);
   } else {
-    proj_out_conv_ =
-        Conv2d(w.scope("proj_out"), inner, config.in_channels, 1, 1, 0, true, compute);
+    proj_out_conv_ = Conv2d(w.scope("proj_out"), inner, config.in_channels, 1, 1, 0, true, compute);
   }
 }
 

@@ -40,8 +40,7 @@ struct TransformerBlockConfig {
 class BasicTransformerBlock {
  public:
   BasicTransformerBlock() = default;
-  BasicTransformerBlock(const WeightLoader& w, const TransformerBlockConfig& config,
-                        DType compute);
+  BasicTransformerBlock(const WeightLoader& w, const TransformerBlockConfig& config, DType compute);
   Tensor operator()(const Tensor& x, const Tensor& encoder_hidden_states,
                     const Tensor& encoder_attention_mask = {}) const;
 

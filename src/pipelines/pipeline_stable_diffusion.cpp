@@ -50,12 +50,14 @@ StableDiffusionComponents StableDiffusionComponents::from_pretrained(
   c.unet = std::make_shared<UNet2DConditionModel>(
       UNet2DConditionModel::from_pretrained(folder / "unet", options));
   c.vae = std::make_shared<AutoencoderKL>(AutoencoderKL::from_pretrained(folder / "vae", options));
-  c.scheduler = make_scheduler(scheduler,
-                               read_json_file(folder / "scheduler" / "scheduler_config.json"));
+  c.scheduler =
+      make_scheduler(scheduler, read_json_file(folder / "scheduler" / "scheduler_config.json"));
   return c;
 }
 
-int64_t StableDiffusionComponents::vae_scale_factor() const { return vae->scale_factor(); }
+int64_t StableDiffusionComponents::vae_scale_factor() const {
+  return vae->scale_factor();
+}
 
 // --- encode_prompt -------------------------------------------------------------------------------
 
@@ -70,8 +72,8 @@ Tensor encode_text(const StableDiffusionComponents& c, const std::string& text,
   // diffusers: hidden_states[-(clip_skip + 1)] through the final layer norm.
   const auto out = c.text_encoder->forward(input_ids, true);
   const auto n = static_cast<int64_t>(out.hidden_states.size());
-  DIFFUSE_CHECK(*clip_skip + 1 <= n, "clip_skip ", *clip_skip, " is too large for a text encoder with ",
-                n - 1, " layers");
+  DIFFUSE_CHECK(*clip_skip + 1 <= n, "clip_skip ", *clip_skip,
+                " is too large for a text encoder with ", n - 1, " layers");
   return c.text_encoder->final_layer_norm(out.hidden_states[n - 1 - *clip_skip]);
 }
 
@@ -140,9 +142,9 @@ PipelineOutput StableDiffusionPipeline::operator()(const StableDiffusionParams& 
   const bool cfg = p.guidance_scale > 1.0 && !c.unet->config().time_cond_proj_dim;
 
   // 2. Encode the prompt.
-  const PromptEmbeds embeds = encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip,
-                                            p.prompt_embeds, p.negative_prompt_embeds,
-                                            p.prompt_weighting);
+  const PromptEmbeds embeds =
+      encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip, p.prompt_embeds,
+                    p.negative_prompt_embeds, p.prompt_weighting);
 
   // 3. Timesteps.
   pu::retrieve_timesteps(*c.scheduler, p);

@@ -29,9 +29,9 @@ PipelineOutput StableDiffusionImg2ImgPipeline::operator()(const Img2ImgParams& p
   const bool cfg = p.guidance_scale > 1.0 && !c.unet->config().time_cond_proj_dim;
 
   // 2. Encode the prompt.
-  const PromptEmbeds embeds = encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip,
-                                            p.prompt_embeds, p.negative_prompt_embeds,
-                                            p.prompt_weighting);
+  const PromptEmbeds embeds =
+      encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip, p.prompt_embeds,
+                    p.negative_prompt_embeds, p.prompt_weighting);
 
   // 3. Preprocess the image.
   const Tensor image = pu::preprocess_image(img, height, width, "image");

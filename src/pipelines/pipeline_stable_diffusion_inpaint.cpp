@@ -51,9 +51,9 @@ PipelineOutput StableDiffusionInpaintPipeline::operator()(const InpaintParams& p
   const bool cfg = p.guidance_scale > 1.0 && !c.unet->config().time_cond_proj_dim;
 
   // 2. Encode the prompt.
-  const PromptEmbeds embeds = encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip,
-                                            p.prompt_embeds, p.negative_prompt_embeds,
-                                            p.prompt_weighting);
+  const PromptEmbeds embeds =
+      encode_prompt(c, p.prompt, batch, cfg, p.negative_prompt, p.clip_skip, p.prompt_embeds,
+                    p.negative_prompt_embeds, p.prompt_weighting);
 
   // 3. Timesteps.
   pu::retrieve_timesteps(*c.scheduler, p);
@@ -77,9 +77,8 @@ PipelineOutput StableDiffusionInpaintPipeline::operator()(const InpaintParams& p
   Tensor latents, noise;
   if (!p.latents.defined()) {
     noise = generators.randn(shape);
-    latents = is_strength_max
-                  ? ops::mul(noise, c.scheduler->init_noise_sigma().value_or(1.0))
-                  : c.scheduler->add_noise(image_latents, noise, {timesteps.front()});
+    latents = is_strength_max ? ops::mul(noise, c.scheduler->init_noise_sigma().value_or(1.0))
+                              : c.scheduler->add_noise(image_latents, noise, {timesteps.front()});
   } else {
     DIFFUSE_CHECK(p.latents.shape() == shape, "Unexpected latents shape, got ",
                   shape_str(p.latents.shape()), ", expected ", shape_str(shape));

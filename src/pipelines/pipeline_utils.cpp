@@ -74,13 +74,15 @@ std::vector<double> img2img_timesteps(Scheduler& scheduler, int64_t num_inferenc
   DIFFUSE_CHECK(strength >= 0.0 && strength <= 1.0,
                 "The value of strength should be in [0.0, 1.0] but is ", strength);
   // diffusers get_timesteps: int(num_inference_steps * strength) steps of the tail.
-  const auto init_timestep = std::min(
-      static_cast<int64_t>(static_cast<double>(num_inference_steps) * strength), num_inference_steps);
+  const auto init_timestep =
+      std::min(static_cast<int64_t>(static_cast<double>(num_inference_steps) * strength),
+               num_inference_steps);
   const int64_t t_start = std::max<int64_t>(num_inference_steps - init_timestep, 0);
   const auto& all = scheduler.timesteps();
   const auto begin = static_cast<std::size_t>(t_start * scheduler.order());
-  DIFFUSE_CHECK(begin < all.size(), "After adjusting the num_inference_steps by strength parameter: ",
-                strength, ", the number of pipeline steps is ", num_inference_steps - t_start,
+  DIFFUSE_CHECK(begin < all.size(),
+                "After adjusting the num_inference_steps by strength parameter: ", strength,
+                ", the number of pipeline steps is ", num_inference_steps - t_start,
                 " which is < 1 and not appropriate for this pipeline.");
   scheduler.set_begin_index(static_cast<int64_t>(begin));
   return {all.begin() + static_cast<std::ptrdiff_t>(begin), all.end()};
@@ -119,7 +121,8 @@ Tensor rescale_noise_cfg(const Tensor& noise_cfg, const Tensor& noise_pred_text,
     return ops::sqrt(ops::var(x.reshape({b, -1}), 1, 1, true)).reshape({b, 1, 1, 1});
   };
   const Tensor rescaled = ops::mul(noise_cfg, ops::div(stdev(noise_pred_text), stdev(noise_cfg)));
-  return ops::add(ops::mul(rescaled, guidance_rescale), ops::mul(noise_cfg, 1.0 - guidance_rescale));
+  return ops::add(ops::mul(rescaled, guidance_rescale),
+                  ops::mul(noise_cfg, 1.0 - guidance_rescale));
 }
 
 // diffusers get_guidance_scale_embedding (guidance-distilled UNets with time_cond_proj_dim).
@@ -159,13 +162,15 @@ Tensor denoise(StableDiffusionComponents& c, const StableDiffusionParams& p, Ten
     input = c.scheduler->scale_model_input(input, t);
     if (hooks.extend_input) input = hooks.extend_input(input);
     // 2. Noise prediction and guidance.
-    Tensor noise_pred = c.unet->forward(input, Tensor::from_vector<double>({t}, {}), context, inputs);
+    Tensor noise_pred =
+        c.unet->forward(input, Tensor::from_vector<double>({t}, {}), context, inputs);
     if (cfg) {
       const auto parts = noise_pred.chunk(2, 0);
       const Tensor& uncond = parts[0];
       const Tensor& text = parts[1];
       noise_pred = ops::add(uncond, ops::mul(ops::sub(text, uncond), p.guidance_scale));
-      if (p.guidance_rescale > 0.0) noise_pred = rescale_noise_cfg(noise_pred, text, p.guidance_rescale);
+      if (p.guidance_rescale > 0.0)
+        noise_pred = rescale_noise_cfg(noise_pred, text, p.guidance_rescale);
     }
     // 3. Scheduler step.
     latents = c.scheduler->step(noise_pred, t, latents, step_args).prev_sample;

@@ -22,12 +22,14 @@ TEST(AutoencoderKL, MatchesDiffusersOnEveryReferenceCase) {
     const fs::path json = root / "tiny" / "vae_io.json";
     if (!fs::exists(json)) continue;
     const nlohmann::json meta = testing::read_json(json);
-    const auto vae = AutoencoderKL::from_pretrained(root / "tiny" / meta.at("model_dir").get<std::string>());
+    const auto vae =
+        AutoencoderKL::from_pretrained(root / "tiny" / meta.at("model_dir").get<std::string>());
     const auto io = SafetensorsFile::open(root / "tiny" / "vae_io.safetensors");
     for (const auto& c : meta.at("encode")) {
       const auto post = vae.encode(io.get(c.at("image").get<std::string>()));
       EXPECT_TRUE(testing::all_close(post.mean, io.get(c.at("mean").get<std::string>()), kAtol));
-      EXPECT_TRUE(testing::all_close(post.logvar, io.get(c.at("logvar").get<std::string>()), kAtol));
+      EXPECT_TRUE(
+          testing::all_close(post.logvar, io.get(c.at("logvar").get<std::string>()), kAtol));
       if (c.contains("std")) {
         EXPECT_TRUE(testing::all_close(post.std, io.get(c.at("std").get<std::string>()), kAtol));
       }

@@ -22,7 +22,8 @@ void check(const CLIPTextModel& model, const SafetensorsFile& io, const std::str
   if (!io.contains(ids_name)) return;
   const auto out = model.forward(io.get(ids_name), true);
   SCOPED_TRACE(prefix);
-  EXPECT_TRUE(testing::all_close(out.last_hidden_state, io.get(prefix + "last_hidden_state"), kAtol));
+  EXPECT_TRUE(
+      testing::all_close(out.last_hidden_state, io.get(prefix + "last_hidden_state"), kAtol));
   EXPECT_TRUE(testing::all_close(out.pooler_output, io.get(prefix + "pooler_output"), kAtol));
   if (io.contains(prefix + "text_embeds")) {
     EXPECT_TRUE(testing::all_close(out.text_embeds, io.get(prefix + "text_embeds"), kAtol));
@@ -52,7 +53,8 @@ TEST(CLIPTextModel, MatchesTransformersOnEveryReferenceCase) {
           CLIPTextModel::from_pretrained(tiny / meta.at("model_dir").get<std::string>());
       EXPECT_EQ(model.config().with_projection,
                 meta.value("model_class", "CLIPTextModel") == "CLIPTextModelWithProjection");
-      const auto io = SafetensorsFile::open(fs::path(entry.path()).replace_extension(".safetensors"));
+      const auto io =
+          SafetensorsFile::open(fs::path(entry.path()).replace_extension(".safetensors"));
       for (const char* prefix : {"", "short/", "noeos/"}) check(model, io, prefix, cases);
       ++files;
     }
@@ -64,7 +66,8 @@ TEST(CLIPTextModel, MatchesTransformersOnEveryReferenceCase) {
 TEST(CLIPTextModel, RejectsBadInput) {
   const auto roots = testing::reference_roots();
   if (roots.empty()) GTEST_SKIP() << "no reference data";
-  const auto model = CLIPTextModel::from_pretrained(roots[0] / "tiny" / "pipeline" / "text_encoder");
+  const auto model =
+      CLIPTextModel::from_pretrained(roots[0] / "tiny" / "pipeline" / "text_encoder");
   EXPECT_THROW(model.forward(Tensor::zeros({1, 78}, DType::i64)), Error);
   EXPECT_THROW(model.forward(Tensor::zeros({1, 5}, DType::f32)), Error);
   EXPECT_THROW(model.forward(Tensor::full({1, 3}, 5000, DType::i64)), Error);  // id >= vocab

@@ -33,17 +33,17 @@ TEST(UNet2DConditionModel, MatchesDiffusersOnEveryReferenceCase) {
       const fs::path model_dir = tiny / meta.at("model_dir").get<std::string>();
       SCOPED_TRACE(entry.path().string());
       const auto model = UNet2DConditionModel::from_pretrained(model_dir);
-      const auto io = SafetensorsFile::open(fs::path(entry.path()).replace_extension(".safetensors"));
+      const auto io =
+          SafetensorsFile::open(fs::path(entry.path()).replace_extension(".safetensors"));
       for (const auto& c : meta.at("cases")) {
         UNet2DConditionInputs inputs;
         if (c.contains("added_cond_kwargs")) {
           inputs.text_embeds = io.get(c["added_cond_kwargs"]["text_embeds"].get<std::string>());
           inputs.time_ids = io.get(c["added_cond_kwargs"]["time_ids"].get<std::string>());
         }
-        const Tensor out = model.forward(io.get(c.at("sample").get<std::string>()),
-                                         timestep_tensor(c.at("timestep")),
-                                         io.get(c.at("encoder_hidden_states").get<std::string>()),
-                                         inputs);
+        const Tensor out = model.forward(
+            io.get(c.at("sample").get<std::string>()), timestep_tensor(c.at("timestep")),
+            io.get(c.at("encoder_hidden_states").get<std::string>()), inputs);
         const Tensor expected = io.get(c.at("out").get<std::string>());
         EXPECT_TRUE(testing::all_close(out, expected, kAtol))
             << "case " << c.at("out") << " (" << c.value("timestep_desc", "") << ")";
@@ -65,8 +65,8 @@ TEST(UNet2DConditionConfig, RejectsBadConfigs) {
   EXPECT_THROW(UNet2DConditionConfig::from_json(j), Error);
   j = {{"in_channels", "four"}};
   EXPECT_THROW(UNet2DConditionConfig::from_json(j), Error);
-  j = {{"down_block_types", {"SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D",
-                             "DownBlock2D"}}};
+  j = {{"down_block_types",
+        {"SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D"}}};
   EXPECT_THROW(UNet2DConditionConfig::from_json(j), Error);
 }
 
@@ -104,9 +104,9 @@ TEST(UNet2DConditionModel, Bf16WeightsAndCompute) {
   const nlohmann::json meta = testing::read_json(tiny / "unet_io.json");
   const auto io = SafetensorsFile::open(tiny / "unet_io.safetensors");
   const auto& c = meta.at("cases").at(0);
-  const Tensor out = model.forward(io.get(c.at("sample").get<std::string>()),
-                                   timestep_tensor(c.at("timestep")),
-                                   io.get(c.at("encoder_hidden_states").get<std::string>()));
+  const Tensor out =
+      model.forward(io.get(c.at("sample").get<std::string>()), timestep_tensor(c.at("timestep")),
+                    io.get(c.at("encoder_hidden_states").get<std::string>()));
   const Tensor expected = io.get(c.at("out").get<std::string>());
   EXPECT_EQ(out.dtype(), DType::f32);
   const auto d = testing::compare(out, expected);

@@ -61,8 +61,8 @@ void check_run(StableDiffusionComponents& components, const nlohmann::json& run,
                const SafetensorsFile& io) {
   const std::string name = run.at("name").get<std::string>();
   SCOPED_TRACE(name + " (" + run.value("kind", std::string("golden")) + ")");
-  components.scheduler = make_scheduler(run.at("scheduler").get<std::string>(),
-                                        run.at("scheduler_config"));
+  components.scheduler =
+      make_scheduler(run.at("scheduler").get<std::string>(), run.at("scheduler_config"));
   const std::string pipeline = run.at("pipeline").get<std::string>();
   PipelineOutput out;
   if (pipeline == "StableDiffusionPipeline") {
@@ -91,7 +91,8 @@ void check_run(StableDiffusionComponents& components, const nlohmann::json& run,
   if (run.contains("latents_out")) {
     const Tensor expected_latents = io.get(tensor_name(run["latents_out"]));
     double scale = 0;
-    for (const double v : expected_latents.to_vector<double>()) scale = std::max(scale, std::fabs(v));
+    for (const double v : expected_latents.to_vector<double>())
+      scale = std::max(scale, std::fabs(v));
     EXPECT_TRUE(testing::all_close(out.latents, expected_latents, kAtol + kLatentRtol * scale))
         << "latents_out";
   }
@@ -104,7 +105,8 @@ void check_run(StableDiffusionComponents& components, const nlohmann::json& run,
                                  run.contains("clip_skip") && !run["clip_skip"].is_null()
                                      ? std::optional(run["clip_skip"].get<int64_t>())
                                      : std::nullopt);
-    EXPECT_TRUE(testing::all_close(e.prompt_embeds, io.get(tensor_name(run["prompt_embeds"])), 1e-5));
+    EXPECT_TRUE(
+        testing::all_close(e.prompt_embeds, io.get(tensor_name(run["prompt_embeds"])), 1e-5));
     EXPECT_TRUE(testing::all_close(e.negative_prompt_embeds,
                                    io.get(tensor_name(run["negative_prompt_embeds"])), 1e-5));
   }

@@ -25,8 +25,8 @@ nlohmann::json read_json(const std::filesystem::path& path);
 
 // Elementwise comparison summary of two tensors (any dtypes, compared in double).
 struct Diff {
-  double max_abs = 0;       // largest |a - b|
-  double max_rel = 0;       // largest |a - b| / max(|b|, tiny)
+  double max_abs = 0;        // largest |a - b|
+  double max_rel = 0;        // largest |a - b| / max(|b|, tiny)
   int64_t worst_index = -1;  // flat index of the largest |a - b|
   bool shape_mismatch = false;
   bool nonfinite_mismatch = false;  // inf/nan in one but not at the same place in the other

@@ -35,9 +35,15 @@ struct DTypeInfo {
 // Properties of `dtype` (never fails: every enumerator has an entry).
 const DTypeInfo& dtype_info(DType dtype);
 
-inline std::size_t dtype_size(DType dtype) { return dtype_info(dtype).size; }
-inline std::string_view dtype_name(DType dtype) { return dtype_info(dtype).name; }
-inline bool is_floating(DType dtype) { return dtype_info(dtype).is_floating; }
+inline std::size_t dtype_size(DType dtype) {
+  return dtype_info(dtype).size;
+}
+inline std::string_view dtype_name(DType dtype) {
+  return dtype_info(dtype).name;
+}
+inline bool is_floating(DType dtype) {
+  return dtype_info(dtype).is_floating;
+}
 
 // Parses "f32"/"float32"/"fp32"/"F32", "f16"/"float16"/"half", "bf16"/"bfloat16", ... Throws
 // diffuse::Error naming the accepted spellings when `name` is unknown.

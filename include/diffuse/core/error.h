@@ -32,12 +32,11 @@ std::string concat(Args&&... args) {
 }  // namespace diffuse
 
 // Throws diffuse::Error with the streamed message when `cond` is false. Use for user errors.
-#define DIFFUSE_CHECK(cond, ...)                                                         \
-  do {                                                                                   \
-    if (!(cond)) [[unlikely]] {                                                          \
-      ::diffuse::detail::throw_error(__FILE__, __LINE__,                                 \
-                                     ::diffuse::detail::concat(__VA_ARGS__));            \
-    }                                                                                    \
+#define DIFFUSE_CHECK(cond, ...)                                                                  \
+  do {                                                                                            \
+    if (!(cond)) [[unlikely]] {                                                                   \
+      ::diffuse::detail::throw_error(__FILE__, __LINE__, ::diffuse::detail::concat(__VA_ARGS__)); \
+    }                                                                                             \
   } while (0)
 
 // Unconditionally throws diffuse::Error with the streamed message.
@@ -45,9 +44,9 @@ std::string concat(Args&&... args) {
   ::diffuse::detail::throw_error(__FILE__, __LINE__, ::diffuse::detail::concat(__VA_ARGS__))
 
 // Aborts with file/line when `cond` is false. Internal invariants only, never user input.
-#define DIFFUSE_ASSERT(cond)                                                    \
-  do {                                                                          \
-    if (!(cond)) [[unlikely]] {                                                 \
-      ::diffuse::detail::assert_fail(__FILE__, __LINE__, #cond);                \
-    }                                                                           \
+#define DIFFUSE_ASSERT(cond)                                     \
+  do {                                                           \
+    if (!(cond)) [[unlikely]] {                                  \
+      ::diffuse::detail::assert_fail(__FILE__, __LINE__, #cond); \
+    }                                                            \
   } while (0)

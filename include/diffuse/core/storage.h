@@ -56,8 +56,8 @@ class Storage : public std::enable_shared_from_this<Storage> {
   Kind kind_ = Kind::heap;
   bool read_only_ = false;
   Device device_;
-  std::size_t map_length_ = 0;      // mapped_file: length passed to munmap
-  std::shared_ptr<void> owner_;     // borrowed / subrange: keeps the real owner alive
+  std::size_t map_length_ = 0;   // mapped_file: length passed to munmap
+  std::shared_ptr<void> owner_;  // borrowed / subrange: keeps the real owner alive
 };
 
 }  // namespace diffuse

@@ -98,7 +98,8 @@ T ConfigReader::convert(const nlohmann::json& v, const std::string& key) const {
   } else if constexpr (std::is_integral_v<T>) {
     // JSON written by Python may hold 2.0 for an int field; accept integral floats.
     if (v.is_number_integer()) return v.get<T>();
-    if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<T>(v.get<double>())))
+    if (v.is_number_float() &&
+        v.get<double>() == static_cast<double>(static_cast<T>(v.get<double>())))
       return static_cast<T>(v.get<double>());
     type_error(key, "an integer");
   } else if constexpr (std::is_floating_point_v<T>) {

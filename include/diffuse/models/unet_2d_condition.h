@@ -105,8 +105,7 @@ class UNet2DConditionModel {
   // The noise prediction for `sample` [B, in_channels, H, W] at `timestep` (a scalar or [B],
   // integer or float) given `encoder_hidden_states` [B, M, cross_attention_dim].
   // Thread-safety: forward() is const and may run concurrently on one model.
-  Tensor forward(const Tensor& sample, const Tensor& timestep,
-                 const Tensor& encoder_hidden_states,
+  Tensor forward(const Tensor& sample, const Tensor& timestep, const Tensor& encoder_hidden_states,
                  const UNet2DConditionInputs& inputs = {}) const;
 
   const UNet2DConditionConfig& config() const;

@@ -45,8 +45,8 @@ struct StableDiffusionComponents {
 
 // What a step callback sees (diffusers callback_on_step_end).
 struct StepInfo {
-  int64_t step = 0;        // 0-based index of the finished step
-  int64_t num_steps = 0;   // steps in this call
+  int64_t step = 0;       // 0-based index of the finished step
+  int64_t num_steps = 0;  // steps in this call
   double timestep = 0;
   Tensor* latents = nullptr;  // may be replaced by the callback
 };
@@ -93,8 +93,8 @@ struct InpaintParams : StableDiffusionParams {
 };
 
 struct PipelineOutput {
-  Tensor images;   // [B, H, W, 3] f32 in [0, 1]; undefined for OutputType::latent
-  Tensor latents;  // the final latents [B, 4, h, w] (before the VAE)
+  Tensor images;                // [B, H, W, 3] f32 in [0, 1]; undefined for OutputType::latent
+  Tensor latents;               // the final latents [B, 4, h, w] (before the VAE)
   std::vector<uint64_t> seeds;  // the seeds used (one, or one per image)
 };
 

@@ -48,13 +48,13 @@ struct StepArgs {
   // DDIM / DDPMParallel-style `eta` and TCD's `eta` (its gamma). Unset = the scheduler's own
   // default, which differs between classes (DDIM 0.0, TCD 0.3): use eta.value_or(default).
   std::optional<double> eta;
-  bool use_clipped_model_output = false;   // DDIM
-  double s_churn = 0.0;                    // Euler, FlowMatchEuler/Heun
+  bool use_clipped_model_output = false;  // DDIM
+  double s_churn = 0.0;                   // Euler, FlowMatchEuler/Heun
   double s_tmin = 0.0;
   double s_tmax = std::numeric_limits<double>::infinity();
   double s_noise = 1.0;
-  int64_t order = 4;                       // LMSDiscrete: order of the linear multistep method
-  NoiseSource noise;                       // required by stochastic steps; Error when missing
+  int64_t order = 4;  // LMSDiscrete: order of the linear multistep method
+  NoiseSource noise;  // required by stochastic steps; Error when missing
 };
 
 // Result of step(): prev_sample, and (when the scheduler returns one) pred_original_sample /

@@ -32,18 +32,19 @@ CLIPTextConfig CLIPTextConfig::from_json(const nlohmann::json& json) {
   for (const auto& a : architectures)
     if (a == "CLIPTextModelWithProjection") c.with_projection = true;
   // transformers PretrainedConfig bookkeeping and training-only settings.
-  r.ignore({"attention_dropout", "dropout", "initializer_factor", "initializer_range",
-            "model_type", "torch_dtype", "transformers_version", "projection_dim",
-            "output_hidden_states", "return_dict", "id2label", "label2id"});
+  r.ignore({"attention_dropout", "dropout", "initializer_factor", "initializer_range", "model_type",
+            "torch_dtype", "transformers_version", "projection_dim", "output_hidden_states",
+            "return_dict", "id2label", "label2id"});
   r.finish();
   c.validate();
   return c;
 }
 
 void CLIPTextConfig::validate() const {
-  DIFFUSE_CHECK(hidden_size > 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
-                kOwner, ": hidden_size ", hidden_size, " must be divisible by num_attention_heads ",
-                num_attention_heads);
+  DIFFUSE_CHECK(
+      hidden_size > 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0, kOwner,
+      ": hidden_size ", hidden_size, " must be divisible by num_attention_heads ",
+      num_attention_heads);
   DIFFUSE_CHECK(num_hidden_layers > 0 && vocab_size > 0 && max_position_embeddings > 0, kOwner,
                 ": num_hidden_layers, vocab_size and max_position_embeddings must be positive");
 }
@@ -78,7 +79,8 @@ struct CLIPTextModel::Impl {
     };
     ops::AttentionOptions o;
     o.is_causal = true;
-    Tensor a = ops::attention(split(l.q_proj(h)), split(l.k_proj(h)), split(l.v_proj(h)), o, compute);
+    Tensor a =
+        ops::attention(split(l.q_proj(h)), split(l.k_proj(h)), split(l.v_proj(h)), o, compute);
     a = l.out_proj(a.transpose(1, 2).reshape({batch, len, config.hidden_size}));
     const Tensor r = ops::add(x, a);
     // 2. MLP.
@@ -137,7 +139,9 @@ CLIPTextModel::~CLIPTextModel() = default;
 CLIPTextModel::CLIPTextModel(CLIPTextModel&&) noexcept = default;
 CLIPTextModel& CLIPTextModel::operator=(CLIPTextModel&&) noexcept = default;
 
-const CLIPTextConfig& CLIPTextModel::config() const { return impl_->config; }
+const CLIPTextConfig& CLIPTextModel::config() const {
+  return impl_->config;
+}
 
 Tensor CLIPTextModel::final_layer_norm(const Tensor& hidden) const {
   return impl_->final_layer_norm(hidden);
@@ -150,8 +154,7 @@ CLIPTextOutput CLIPTextModel::forward(const Tensor& input_ids, bool output_hidde
                 ": input_ids must be an integer [batch, length] tensor, got ", input_ids.str());
   const int64_t batch = input_ids.size(0), len = input_ids.size(1);
   DIFFUSE_CHECK(len >= 1 && len <= c.max_position_embeddings, kOwner, ": sequence length ", len,
-                " must be between 1 and max_position_embeddings (", c.max_position_embeddings,
-                ")");
+                " must be between 1 and max_position_embeddings (", c.max_position_embeddings, ")");
 
   // 1. Embeddings: token + position.
   Tensor h = ops::add(ops::embedding(m.token_embedding, input_ids),

@@ -3,7 +3,9 @@
 
 namespace diffuse::ops::ref {
 
-std::vector<double> to_double(const Tensor& t) { return t.to_vector<double>(); }
+std::vector<double> to_double(const Tensor& t) {
+  return t.to_vector<double>();
+}
 
 Tensor from_double(const std::vector<double>& values, const Shape& shape, DType dtype) {
   return Tensor::from_vector(values, shape, dtype);
