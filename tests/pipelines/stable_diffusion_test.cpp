@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <regex>
 
 #include "diffuse/formats/safetensors.h"
 #include "diffuse/pipelines/stable_diffusion.h"
@@ -33,9 +32,11 @@ std::string tensor_name(const nlohmann::json& v) {
 std::optional<uint64_t> run_seed(const nlohmann::json& run) {
   if (run.contains("seed") && !run["seed"].is_null()) return run["seed"].get<uint64_t>();
   if (run.contains("generator") && run["generator"].is_string()) {
-    std::smatch m;
+    // "torch.Generator('cpu').manual_seed(1234)"
     const std::string g = run["generator"].get<std::string>();
-    if (std::regex_search(g, m, std::regex(R"(manual_seed\((\d+)\))"))) return std::stoull(m[1]);
+    const std::string key = "manual_seed(";
+    const auto at = g.find(key);
+    if (at != std::string::npos) return std::stoull(g.substr(at + key.size()));
   }
   return std::nullopt;
 }
