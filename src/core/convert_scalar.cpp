@@ -59,33 +59,45 @@ uint8_t float_to_f8_e5m2(float f) {
 
 namespace {
 
+// Element access through memcpy: buffers may be unaligned views into files (zip entries).
+template <typename T>
+T ld(const void* p, std::size_t i) {
+  T v;
+  std::memcpy(&v, static_cast<const char*>(p) + i * sizeof(T), sizeof(T));
+  return v;
+}
+template <typename T>
+void st(void* p, std::size_t i, T v) {
+  std::memcpy(static_cast<char*>(p) + i * sizeof(T), &v, sizeof(T));
+}
+
 // Reads element i of a buffer as double (exact for every dtype but i64 beyond 2^53).
 double load(const void* p, DType t, std::size_t i) {
   switch (t) {
     case DType::f32:
-      return static_cast<const float*>(p)[i];
+      return ld<float>(p, i);
     case DType::f16:
-      return f16_bits_to_float(static_cast<const uint16_t*>(p)[i]);
+      return f16_bits_to_float(ld<uint16_t>(p, i));
     case DType::bf16:
-      return bf16_bits_to_float(static_cast<const uint16_t*>(p)[i]);
+      return bf16_bits_to_float(ld<uint16_t>(p, i));
     case DType::f64:
-      return static_cast<const double*>(p)[i];
+      return ld<double>(p, i);
     case DType::i64:
-      return static_cast<double>(static_cast<const int64_t*>(p)[i]);
+      return static_cast<double>(ld<int64_t>(p, i));
     case DType::i32:
-      return static_cast<const int32_t*>(p)[i];
+      return ld<int32_t>(p, i);
     case DType::i16:
-      return static_cast<const int16_t*>(p)[i];
+      return ld<int16_t>(p, i);
     case DType::i8:
-      return static_cast<const int8_t*>(p)[i];
+      return ld<int8_t>(p, i);
     case DType::u8:
-      return static_cast<const uint8_t*>(p)[i];
+      return ld<uint8_t>(p, i);
     case DType::boolean:
-      return static_cast<const uint8_t*>(p)[i] != 0 ? 1.0 : 0.0;
+      return ld<uint8_t>(p, i) != 0 ? 1.0 : 0.0;
     case DType::f8_e4m3:
-      return f8_e4m3_to_float(static_cast<const uint8_t*>(p)[i]);
+      return f8_e4m3_to_float(ld<uint8_t>(p, i));
     case DType::f8_e5m2:
-      return f8_e5m2_to_float(static_cast<const uint8_t*>(p)[i]);
+      return f8_e5m2_to_float(ld<uint8_t>(p, i));
   }
   return 0.0;
 }
@@ -102,40 +114,40 @@ I saturate(double v) {
 void store(void* p, DType t, std::size_t i, double v) {
   switch (t) {
     case DType::f32:
-      static_cast<float*>(p)[i] = static_cast<float>(v);
+      st<float>(p, i, static_cast<float>(static_cast<float>(v)));
       break;
     case DType::f16:
-      static_cast<uint16_t*>(p)[i] = float_to_f16_bits(static_cast<float>(v));
+      st<uint16_t>(p, i, static_cast<uint16_t>(float_to_f16_bits(static_cast<float>(v))));
       break;
     case DType::bf16:
-      static_cast<uint16_t*>(p)[i] = float_to_bf16_bits(static_cast<float>(v));
+      st<uint16_t>(p, i, static_cast<uint16_t>(float_to_bf16_bits(static_cast<float>(v))));
       break;
     case DType::f64:
-      static_cast<double*>(p)[i] = v;
+      st<double>(p, i, static_cast<double>(v));
       break;
     case DType::i64:
-      static_cast<int64_t*>(p)[i] = saturate<int64_t>(v);
+      st<int64_t>(p, i, static_cast<int64_t>(saturate<int64_t>(v)));
       break;
     case DType::i32:
-      static_cast<int32_t*>(p)[i] = saturate<int32_t>(v);
+      st<int32_t>(p, i, static_cast<int32_t>(saturate<int32_t>(v)));
       break;
     case DType::i16:
-      static_cast<int16_t*>(p)[i] = saturate<int16_t>(v);
+      st<int16_t>(p, i, static_cast<int16_t>(saturate<int16_t>(v)));
       break;
     case DType::i8:
-      static_cast<int8_t*>(p)[i] = saturate<int8_t>(v);
+      st<int8_t>(p, i, static_cast<int8_t>(saturate<int8_t>(v)));
       break;
     case DType::u8:
-      static_cast<uint8_t*>(p)[i] = saturate<uint8_t>(v);
+      st<uint8_t>(p, i, static_cast<uint8_t>(saturate<uint8_t>(v)));
       break;
     case DType::boolean:
-      static_cast<uint8_t*>(p)[i] = v != 0.0 ? 1 : 0;
+      st<uint8_t>(p, i, static_cast<uint8_t>(v != 0.0 ? 1 : 0));
       break;
     case DType::f8_e4m3:
-      static_cast<uint8_t*>(p)[i] = float_to_f8_e4m3(static_cast<float>(v));
+      st<uint8_t>(p, i, static_cast<uint8_t>(float_to_f8_e4m3(static_cast<float>(v))));
       break;
     case DType::f8_e5m2:
-      static_cast<uint8_t*>(p)[i] = float_to_f8_e5m2(static_cast<float>(v));
+      st<uint8_t>(p, i, static_cast<uint8_t>(float_to_f8_e5m2(static_cast<float>(v))));
       break;
   }
 }
@@ -149,24 +161,23 @@ void convert_buffer_scalar(const void* src, DType src_dtype, void* dst, DType ds
   const bool src_int = !is_floating(src_dtype);
   const bool dst_int = !is_floating(dst_dtype) && dst_dtype != DType::boolean;
   if (src_int && dst_int && src_dtype == DType::i64) {
-    const auto* s = static_cast<const int64_t*>(src);
     for (std::size_t i = 0; i < n; ++i) {
-      const int64_t v = s[i];
+      const int64_t v = ld<int64_t>(src, i);
       switch (dst_dtype) {
         case DType::i32:
-          static_cast<int32_t*>(dst)[i] = static_cast<int32_t>(v);
+          st<int32_t>(dst, i, static_cast<int32_t>(static_cast<int32_t>(v)));
           break;
         case DType::i16:
-          static_cast<int16_t*>(dst)[i] = static_cast<int16_t>(v);
+          st<int16_t>(dst, i, static_cast<int16_t>(static_cast<int16_t>(v)));
           break;
         case DType::i8:
-          static_cast<int8_t*>(dst)[i] = static_cast<int8_t>(v);
+          st<int8_t>(dst, i, static_cast<int8_t>(static_cast<int8_t>(v)));
           break;
         case DType::u8:
-          static_cast<uint8_t*>(dst)[i] = static_cast<uint8_t>(v);
+          st<uint8_t>(dst, i, static_cast<uint8_t>(static_cast<uint8_t>(v)));
           break;
         default:
-          static_cast<int64_t*>(dst)[i] = v;
+          st<int64_t>(dst, i, static_cast<int64_t>(v));
           break;
       }
     }
