@@ -6,51 +6,18 @@
 #include "diffuse/formats/config.h"
 #include "src/schedulers/factories.h"
 #include "src/schedulers/kdiffusion_base.h"
+#include "src/schedulers/kdpm2_common.h"
 
 namespace diffuse::schedulers {
 namespace {
 
 constexpr const char* kName = "KDPM2AncestralDiscreteScheduler";
 
-struct KDPM2AncestralDiscreteConfig {
-  int64_t num_train_timesteps = 1000;
-  double beta_start = 0.00085;
-  double beta_end = 0.012;
-  std::string beta_schedule = "linear";
-  std::optional<std::vector<double>> trained_betas;
-  bool use_karras_sigmas = false;
-  bool use_exponential_sigmas = false;
-  bool use_beta_sigmas = false;
-  std::string prediction_type = "epsilon";
-  std::string timestep_spacing = "linspace";
-  int64_t steps_offset = 0;
-};
-
-// exp(lerp(log a, log b, 0.5)) in float32 with torch.lerp's formula for weight 0.5
-// (b - (b - a) * 0.5), which gives NaN for (a > 0, b = 0) exactly as diffusers does.
-float log_midpoint(float a, float b) {
-  const float la = std::log(a);
-  const float lb = std::log(b);
-  return std::exp(lb - (lb - la) * 0.5f);
-}
-
 class KDPM2AncestralDiscreteScheduler final : public KDiffusionBase {
  public:
   explicit KDPM2AncestralDiscreteScheduler(const nlohmann::json& json) : KDiffusionBase(kName) {
-    KDPM2AncestralDiscreteConfig& c = c_;
-    ConfigReader r(json, kName);
-    r.get("num_train_timesteps", c.num_train_timesteps);
-    r.get("beta_start", c.beta_start);
-    r.get("beta_end", c.beta_end);
-    r.get("beta_schedule", c.beta_schedule);
-    r.get("trained_betas", c.trained_betas);
-    r.get("use_karras_sigmas", c.use_karras_sigmas);
-    r.get("use_exponential_sigmas", c.use_exponential_sigmas);
-    r.get("use_beta_sigmas", c.use_beta_sigmas);
-    r.get("prediction_type", c.prediction_type);
-    r.get("timestep_spacing", c.timestep_spacing);
-    r.get("steps_offset", c.steps_offset);
-    r.finish();
+    c_ = KDPM2Config::from_json(json, kName);
+    const KDPM2Config& c = c_;
     check_one_sigma_schedule(c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas);
     timestep_spacing_ = c.timestep_spacing;
     init_alphas(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end, c.trained_betas);
@@ -63,23 +30,7 @@ class KDPM2AncestralDiscreteScheduler final : public KDiffusionBase {
   std::string class_name() const override { return kName; }
   int order() const override { return 2; }
 
-  nlohmann::json config() const override {
-    const KDPM2AncestralDiscreteConfig& c = c_;
-    nlohmann::json j;
-    j["_class_name"] = kName;
-    j["num_train_timesteps"] = c.num_train_timesteps;
-    j["beta_start"] = c.beta_start;
-    j["beta_end"] = c.beta_end;
-    j["beta_schedule"] = c.beta_schedule;
-    j["trained_betas"] = c.trained_betas ? nlohmann::json(*c.trained_betas) : nlohmann::json();
-    j["use_karras_sigmas"] = c.use_karras_sigmas;
-    j["use_exponential_sigmas"] = c.use_exponential_sigmas;
-    j["use_beta_sigmas"] = c.use_beta_sigmas;
-    j["prediction_type"] = c.prediction_type;
-    j["timestep_spacing"] = c.timestep_spacing;
-    j["steps_offset"] = c.steps_offset;
-    return j;
-  }
+  nlohmann::json config() const override { return c_.to_json(kName); }
 
   void set_timesteps(const SetTimestepsArgs& a) override {
     DIFFUSE_CHECK(a.num_inference_steps && !a.timesteps && !a.sigmas, kName,
@@ -201,7 +152,7 @@ class KDPM2AncestralDiscreteScheduler final : public KDiffusionBase {
     return out;
   }
 
-  KDPM2AncestralDiscreteConfig c_;
+  KDPM2Config c_;
   std::vector<float> sigmas_interpol_;
   std::vector<float> sigmas_up_;
   std::vector<float> sigmas_down_;
