@@ -17,13 +17,12 @@ namespace pu = pipeline_utils;
 
 namespace {
 
-// The [library, class] entry of `name` in model_index.json.
-std::string component_class(const nlohmann::json& index, const std::string& name,
-                            const std::filesystem::path& where) {
-  DIFFUSE_CHECK(index.contains(name) && index[name].is_array() && index[name].size() == 2 &&
-                    index[name][1].is_string(),
-                where.string(), ": model_index.json has no usable '", name, "' component");
-  return index[name][1].get<std::string>();
+std::string required_class(const nlohmann::json& index, const std::string& name,
+                           const std::filesystem::path& where) {
+  const auto c = pu::component_class(index, name, where);
+  DIFFUSE_CHECK(c.has_value(), where.string(), ": model_index.json has no usable '", name,
+                "' component");
+  return *c;
 }
 
 }  // namespace
@@ -31,17 +30,17 @@ std::string component_class(const nlohmann::json& index, const std::string& name
 StableDiffusionComponents StableDiffusionComponents::from_pretrained(
     const std::filesystem::path& folder, const ModelOptions& options) {
   const auto index = read_json_file(folder / "model_index.json");
-  const std::string tokenizer = component_class(index, "tokenizer", folder);
+  const std::string tokenizer = required_class(index, "tokenizer", folder);
   DIFFUSE_CHECK(tokenizer == "CLIPTokenizer" || tokenizer == "CLIPTokenizerFast", folder.string(),
                 ": unsupported tokenizer class '", tokenizer, "' (expected CLIPTokenizer)");
-  const std::string text_encoder = component_class(index, "text_encoder", folder);
+  const std::string text_encoder = required_class(index, "text_encoder", folder);
   DIFFUSE_CHECK(text_encoder == "CLIPTextModel" || text_encoder == "CLIPTextModelWithProjection",
                 folder.string(), ": unsupported text encoder class '", text_encoder, "'");
-  DIFFUSE_CHECK(component_class(index, "unet", folder) == "UNet2DConditionModel", folder.string(),
-                ": unsupported unet class '", component_class(index, "unet", folder), "'");
-  DIFFUSE_CHECK(component_class(index, "vae", folder) == "AutoencoderKL", folder.string(),
-                ": unsupported vae class '", component_class(index, "vae", folder), "'");
-  const std::string scheduler = component_class(index, "scheduler", folder);
+  DIFFUSE_CHECK(required_class(index, "unet", folder) == "UNet2DConditionModel", folder.string(),
+                ": unsupported unet class '", required_class(index, "unet", folder), "'");
+  DIFFUSE_CHECK(required_class(index, "vae", folder) == "AutoencoderKL", folder.string(),
+                ": unsupported vae class '", required_class(index, "vae", folder), "'");
+  const std::string scheduler = required_class(index, "scheduler", folder);
 
   StableDiffusionComponents c;
   c.tokenizer = std::make_shared<ClipTokenizer>(ClipTokenizer::from_folder(folder / "tokenizer"));
@@ -86,8 +85,11 @@ PromptEmbeds encode_prompt(const StableDiffusionComponents& c, const std::string
                            const Tensor& negative_prompt_embeds, bool prompt_weighting) {
   // Prompt weighting: A1111 syntax and 77-token chunks; the prompt and the negative prompt are
   // padded with empty chunks to the same chunk count so the CFG batch lines up.
-  const int64_t context = c.tokenizer->model_max_length();
+  const int64_t context = c.tokenizer ? c.tokenizer->model_max_length() : 77;
   const auto text = [&](const std::string& s, std::optional<int64_t> skip, int64_t min_chunks) {
+    DIFFUSE_CHECK(c.tokenizer && c.text_encoder,
+                  "encode_prompt: the pipeline has no tokenizer/text_encoder; pass prompt_embeds "
+                  "and negative_prompt_embeds");
     if (!prompt_weighting) return encode_text(c, s, skip);
     PromptWeightingOptions o;
     o.min_chunks = min_chunks;
@@ -163,10 +165,11 @@ PipelineOutput StableDiffusionPipeline::operator()(const StableDiffusionParams& 
   latents = ops::mul(latents, c.scheduler->init_noise_sigma().value_or(1.0));
 
   // 5. Denoising loop.
-  latents = pu::denoise(c, p, latents, c.scheduler->timesteps(), embeds, generators);
+  latents =
+      pu::denoise(*c.unet, *c.scheduler, p, latents, c.scheduler->timesteps(), embeds, generators);
 
   // 6. Decode.
-  return pu::finish(c, p, latents, generators);
+  return pu::finish(*c.vae, p, latents, generators);
 }
 
 }  // namespace diffuse

@@ -43,7 +43,12 @@ PipelineOutput StableDiffusionImg2ImgPipeline::operator()(const Img2ImgParams& p
 
   // 5. Latents: encode (posterior sample), duplicate per image, noise to the first timestep.
   pu::Generators generators(p.seeds, batch);
-  Tensor init = pu::encode_vae_image(*c.vae, image, generators);
+  // With one generator per image, diffusers repeats the image first so that each image's
+  // posterior sample comes from its own generator.
+  const bool per_image =
+      generators.count() > 1 && image.size(0) < batch && batch % image.size(0) == 0;
+  Tensor init = pu::encode_vae_image(
+      *c.vae, per_image ? pu::repeat_batch(image, batch / image.size(0)) : image, generators);
   DIFFUSE_CHECK(batch % init.size(0) == 0, "Cannot duplicate `image` of batch size ", init.size(0),
                 " to ", batch, " text prompts.");
   init = pu::repeat_batch(init, batch / init.size(0));
@@ -51,10 +56,10 @@ PipelineOutput StableDiffusionImg2ImgPipeline::operator()(const Img2ImgParams& p
   Tensor latents = c.scheduler->add_noise(init, noise, {timesteps.front()});
 
   // 6. Denoising loop.
-  latents = pu::denoise(c, p, latents, timesteps, embeds, generators);
+  latents = pu::denoise(*c.unet, *c.scheduler, p, latents, timesteps, embeds, generators);
 
   // 7. Decode.
-  return pu::finish(c, p, latents, generators);
+  return pu::finish(*c.vae, p, latents, generators);
 }
 
 }  // namespace diffuse
