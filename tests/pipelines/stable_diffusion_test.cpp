@@ -171,5 +171,27 @@ TEST(StableDiffusionPipelines, SameSeedSameImage) {
   EXPECT_FALSE(testing::all_close(pipe(p).latents, a.latents, 1e-3));
 }
 
+// diffusers' generator lists in image-to-image: the image is repeated before encoding, so image
+// i draws its posterior sample and its noise from generator i alone.
+TEST(StableDiffusionPipelines, Img2ImgWithOneSeedPerImage) {
+  const auto roots = testing::reference_roots();
+  if (roots.empty()) GTEST_SKIP() << "no reference data";
+  StableDiffusionImg2ImgPipeline pipe(
+      StableDiffusionComponents::from_pretrained(roots[0] / "tiny" / "pipeline"));
+  Img2ImgParams p;
+  p.prompt = "a cat";
+  p.num_inference_steps = 4;
+  p.image = Generator(3).rand({1, 32, 32, 3});
+  p.num_images_per_prompt = 2;
+  p.seeds = {5, 6};
+  p.output_type = OutputType::latent;
+  const Tensor two = pipe(p).latents;
+  p.num_images_per_prompt = 1;
+  for (int64_t i = 0; i < 2; ++i) {
+    p.seeds = {static_cast<uint64_t>(5 + i)};
+    EXPECT_TRUE(testing::all_close(two.narrow(0, i, 1), pipe(p).latents, 1e-5)) << "image " << i;
+  }
+}
+
 }  // namespace
 }  // namespace diffuse
