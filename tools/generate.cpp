@@ -5,12 +5,14 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <type_traits>
 
 #include "commands.h"
 #include "diffuse/diffuse.h"
 #include "diffuse/formats/image.h"
 #include "diffuse/loaders/single_file.h"
 #include "diffuse/pipelines/stable_diffusion.h"
+#include "diffuse/pipelines/stable_diffusion_xl.h"
 #include "diffuse/schedulers/sampler_names.h"
 
 namespace diffuse::cli {
@@ -19,7 +21,10 @@ namespace {
 
 struct GenerateOptions {
   std::string model;
-  std::string tokenizer;  // single-file checkpoints: the CLIP tokenizer folder
+  std::string tokenizer;        // single-file checkpoints: the CLIP tokenizer folder
+  std::string tokenizer_2;      // SDXL single files: text_encoder_2's tokenizer folder
+  std::string refiner;          // SDXL: a refiner model for the last part of the schedule
+  double refiner_switch = 0.8;  // fraction of the schedule the base model runs
   std::string prompt;
   std::string negative;
   int64_t steps = 20;
@@ -31,7 +36,7 @@ struct GenerateOptions {
   int64_t seed = -1;  // -1: random
   int64_t batch = 1;
   std::string init_image;
-  double strength = -1;  // -1: 0.8 for img2img, 1.0 for inpainting (diffusers' defaults)
+  double strength = -1;  // -1: diffusers' defaults (SD 0.8 / 1.0, SDXL 0.3 / 0.9999)
   std::string mask;
   int64_t clip_skip = 0;         // A1111 numbering: 1 = last layer (off), 2 = penultimate
   bool prompt_weighting = true;  // A1111 syntax on by default: the CLI speaks A1111's dialect
@@ -66,6 +71,9 @@ std::string infotext(const GenerateOptions& o, uint64_t seed, int64_t width, int
   if (!o.init_image.empty()) s << ", Denoising strength: " << o.strength;
   if (o.clip_skip > 1) s << ", Clip skip: " << o.clip_skip;
   if (o.guidance_rescale > 0) s << ", CFG Rescale phi: " << o.guidance_rescale;
+  if (!o.refiner.empty())
+    s << ", Refiner: " << std::filesystem::path(o.refiner).filename().string()
+      << ", Refiner switch at: " << o.refiner_switch;
   s << ", Version: diffuse 0.1.0";
   return s.str();
 }
@@ -73,6 +81,8 @@ std::string infotext(const GenerateOptions& o, uint64_t seed, int64_t width, int
 nlohmann::json recipe_json(const GenerateOptions& o, uint64_t seed, int64_t width, int64_t height) {
   return {{"diffuse_version", "0.1.0"},
           {"model", o.model},
+          {"refiner", o.refiner},
+          {"refiner_switch", o.refiner_switch},
           {"prompt", o.prompt},
           {"negative_prompt", o.negative},
           {"steps", o.steps},
@@ -97,6 +107,7 @@ void apply_recipe(GenerateOptions& o, const std::string& path) {
   const nlohmann::json r = read_json_file(path);
   ConfigReader c(r, "recipe " + path);
   c.get("model", o.model).get("prompt", o.prompt).get("negative_prompt", o.negative);
+  c.get("refiner", o.refiner).get("refiner_switch", o.refiner_switch);
   c.get("steps", o.steps).get("cfg", o.cfg).get("sampler", o.sampler).get("schedule", o.schedule);
   c.get("width", o.width).get("height", o.height).get("seed", o.seed).get("batch", o.batch);
   c.get("init_image", o.init_image).get("strength", o.strength).get("mask", o.mask);
@@ -130,40 +141,107 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-void run_generate(GenerateOptions o) {
-  if (!o.recipe.empty()) apply_recipe(o, o.recipe);
-  DIFFUSE_CHECK(!o.model.empty(),
-                "generate: --model is required (a diffusers folder or a single-file checkpoint)");
-  if (o.threads > 0) set_num_threads(o.threads);
-  DIFFUSE_CHECK(o.clip_skip >= 0, "generate: --clip-skip must be >= 0");
-  DIFFUSE_CHECK(o.mask.empty() || !o.init_image.empty(), "generate: --mask needs --init-image");
+// The parameter and pipeline types of a model family.
+template <class Components>
+struct Family;
+template <>
+struct Family<StableDiffusionComponents> {
+  using Text = StableDiffusionParams;
+  using Img2Img = Img2ImgParams;
+  using Inpaint = InpaintParams;
+  using TextPipeline = StableDiffusionPipeline;
+  using Img2ImgPipeline = StableDiffusionImg2ImgPipeline;
+  using InpaintPipeline = StableDiffusionInpaintPipeline;
+  static constexpr double img2img_strength = 0.8;
+  static constexpr double inpaint_strength = 1.0;
+  static constexpr int64_t default_sample_size = 64;
+};
+template <>
+struct Family<StableDiffusionXLComponents> {
+  using Text = StableDiffusionXLParams;
+  using Img2Img = StableDiffusionXLImg2ImgParams;
+  using Inpaint = StableDiffusionXLInpaintParams;
+  using TextPipeline = StableDiffusionXLPipeline;
+  using Img2ImgPipeline = StableDiffusionXLImg2ImgPipeline;
+  using InpaintPipeline = StableDiffusionXLInpaintPipeline;
+  static constexpr double img2img_strength = 0.3;
+  static constexpr double inpaint_strength = 0.9999;
+  static constexpr int64_t default_sample_size = 128;
+};
 
-  // 1. Load the model.
-  ModelOptions mo;
-  mo.weight_dtype = parse_dtype(o.weight_dtype);
-  mo.compute_dtype = parse_dtype(o.compute_dtype);
+// Is `model` an SDXL model: a diffusers folder whose model_index.json names an SDXL pipeline
+// or a text_encoder_2, or a single file detected as SDXL base / refiner / inpainting.
+bool is_sdxl(const std::filesystem::path& model) {
+  if (std::filesystem::is_directory(model)) {
+    const auto index = read_json_file(model / "model_index.json");
+    const std::string cls = index.value("_class_name", "");
+    return cls.find("StableDiffusionXL") != std::string::npos || index.contains("text_encoder_2");
+  }
+  const auto type = infer_single_file_model_type(*open_tensor_source(model));
+  return type == SingleFileModelType::xl_base || type == SingleFileModelType::xl_refiner ||
+         type == SingleFileModelType::xl_inpaint;
+}
+
+template <class Components>
+Components load_model(const std::string& model, const GenerateOptions& o, const ModelOptions& mo) {
   const auto t0 = std::chrono::steady_clock::now();
-  // A diffusers folder, or an original single-file checkpoint (.safetensors / .ckpt).
-  auto components = std::filesystem::is_directory(o.model)
-                        ? StableDiffusionComponents::from_pretrained(o.model, mo)
-                        : from_single_file(o.model, mo, o.tokenizer);
-  std::fprintf(stderr, "loaded %s in %.2f s (weights %s, compute %s, %d threads)\n",
-               o.model.c_str(),
+  Components c;
+  if constexpr (std::is_same_v<Components, StableDiffusionXLComponents>) {
+    if (std::filesystem::is_directory(model)) {
+      c = StableDiffusionXLComponents::from_pretrained(model, mo);
+    } else {
+      SingleFileOptions so;
+      so.model = mo;
+      so.tokenizer = o.tokenizer;
+      so.tokenizer_2 = o.tokenizer_2;
+      if (so.tokenizer_2.empty() && !o.tokenizer.empty()) {
+        std::fprintf(stderr,
+                     "note: no --tokenizer-2: text_encoder_2 uses --tokenizer too (SDXL's "
+                     "tokenizer_2 pads with \"!\", so results differ slightly from diffusers)\n");
+        so.tokenizer_2 = o.tokenizer;
+      }
+      c = from_single_file_xl(model, so);
+    }
+  } else {
+    c = std::filesystem::is_directory(model) ? StableDiffusionComponents::from_pretrained(model, mo)
+                                             : from_single_file(model, mo, o.tokenizer);
+  }
+  std::fprintf(stderr, "loaded %s in %.2f s (weights %s, compute %s, %d threads)\n", model.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                o.weight_dtype.c_str(), o.compute_dtype.c_str(), num_threads());
-  std::string sampler_label = components.scheduler->class_name();
-  if (!o.sampler.empty() || !o.schedule.empty()) {
-    const SamplerChoice choice =
-        resolve_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule);
-    if (!choice.note.empty()) std::fprintf(stderr, "note: %s\n", choice.note.c_str());
-    components.scheduler = make_sampler(o.sampler.empty() ? "default" : o.sampler, o.schedule,
-                                        components.scheduler->config());
-    sampler_label = choice.sampler;
+  return c;
+}
+
+// Replaces the model's scheduler by the A1111 sampler of --sampler/--schedule; returns its name.
+template <class Components>
+std::string apply_sampler(Components& c, const GenerateOptions& o, bool quiet = false) {
+  if (o.sampler.empty() && o.schedule.empty()) return c.scheduler->class_name();
+  const std::string name = o.sampler.empty() ? "default" : o.sampler;
+  const SamplerChoice choice = resolve_sampler(name, o.schedule);
+  if (!choice.note.empty() && !quiet) std::fprintf(stderr, "note: %s\n", choice.note.c_str());
+  c.scheduler = make_sampler(name, o.schedule, c.scheduler->config());
+  return choice.sampler;
+}
+
+template <class Components>
+void generate_with(Components components, GenerateOptions o, const ModelOptions& mo) {
+  using F = Family<Components>;
+  constexpr bool xl = std::is_same_v<Components, StableDiffusionXLComponents>;
+  const auto has_syntax = [](const std::string& t) {
+    return t.find_first_of("()[]") != std::string::npos || t.find("BREAK") != std::string::npos;
+  };
+  if (xl && o.prompt_weighting && (has_syntax(o.prompt) || has_syntax(o.negative))) {
+    std::fprintf(stderr,
+                 "note: A1111 prompt weighting is not available for SDXL yet; the prompt is read "
+                 "as literal text\n");
   }
+  if (xl) o.prompt_weighting = false;
+  const std::string sampler_label = apply_sampler(components, o);
 
   // 2. Parameters.
   const int64_t vsf = components.vae_scale_factor();
-  const int64_t default_size = components.unet->config().sample_size.value_or(64) * vsf;
+  const int64_t default_size =
+      components.unet->config().sample_size.value_or(F::default_sample_size) * vsf;
   Tensor init;
   if (!o.init_image.empty()) {
     init = load_image(o.init_image);
@@ -172,7 +250,7 @@ void run_generate(GenerateOptions o) {
   }
   if (o.width == 0) o.width = default_size;
   if (o.height == 0) o.height = default_size;
-  if (o.strength < 0) o.strength = o.mask.empty() ? 0.8 : 1.0;
+  if (o.strength < 0) o.strength = o.mask.empty() ? F::img2img_strength : F::inpaint_strength;
   uint64_t seed = 0;
   if (o.seed >= 0) {
     seed = static_cast<uint64_t>(o.seed);
@@ -202,22 +280,39 @@ void run_generate(GenerateOptions o) {
   PipelineOutput out;
   progress.restart();
   if (init.defined() && !o.mask.empty()) {
-    InpaintParams p;
+    typename F::Inpaint p;
     fill(p);
     p.image = resize_image(init, o.height, o.width);
     p.mask_image = resize_image(load_image(o.mask, 1), o.height, o.width);
     p.strength = o.strength;
-    out = StableDiffusionInpaintPipeline(components)(p);
+    out = typename F::InpaintPipeline(components)(p);
   } else if (init.defined()) {
-    Img2ImgParams p;
+    typename F::Img2Img p;
     fill(p);
     p.image = resize_image(init, o.height, o.width);
     p.strength = o.strength;
-    out = StableDiffusionImg2ImgPipeline(components)(p);
+    out = typename F::Img2ImgPipeline(components)(p);
   } else {
-    StableDiffusionParams p;
+    typename F::Text p;
     fill(p);
-    out = StableDiffusionPipeline(components)(p);
+    if constexpr (xl) {
+      if (!o.refiner.empty()) {
+        // The ensemble of expert denoisers: the base runs the first refiner_switch of the
+        // schedule and hands its latents to the refiner, which runs the rest.
+        p.denoising_end = o.refiner_switch;
+        p.output_type = OutputType::latent;
+        const Tensor latents = typename F::TextPipeline(components)(p).latents;
+        auto refiner = load_model<StableDiffusionXLComponents>(o.refiner, o, mo);
+        apply_sampler(refiner, o, true);
+        StableDiffusionXLImg2ImgParams r;
+        fill(r);
+        r.image_latents = latents;
+        r.denoising_start = o.refiner_switch;
+        progress.restart();
+        out = StableDiffusionXLImg2ImgPipeline(refiner)(r);
+      }
+    }
+    if (!out.images.defined()) out = typename F::TextPipeline(components)(p);
   }
 
   // 4. Write images, A1111 parameters and a recipe per image (batch item i reproduces with
@@ -237,19 +332,51 @@ void run_generate(GenerateOptions o) {
   }
 }
 
+void run_generate(GenerateOptions o) {
+  if (!o.recipe.empty()) apply_recipe(o, o.recipe);
+  DIFFUSE_CHECK(!o.model.empty(),
+                "generate: --model is required (a diffusers folder or a single-file checkpoint)");
+  if (o.threads > 0) set_num_threads(o.threads);
+  DIFFUSE_CHECK(o.clip_skip >= 0, "generate: --clip-skip must be >= 0");
+  DIFFUSE_CHECK(o.mask.empty() || !o.init_image.empty(), "generate: --mask needs --init-image");
+  DIFFUSE_CHECK(o.refiner_switch > 0.0 && o.refiner_switch < 1.0,
+                "generate: --refiner-switch must be in (0, 1), got ", o.refiner_switch);
+
+  // 1. Load the model: a diffusers folder, or an original single-file checkpoint.
+  ModelOptions mo;
+  mo.weight_dtype = parse_dtype(o.weight_dtype);
+  mo.compute_dtype = parse_dtype(o.compute_dtype);
+  if (is_sdxl(o.model)) {
+    DIFFUSE_CHECK(o.refiner.empty() || o.init_image.empty(),
+                  "generate: --refiner works with text-to-image only");
+    generate_with(load_model<StableDiffusionXLComponents>(o.model, o, mo), o, mo);
+  } else {
+    DIFFUSE_CHECK(o.refiner.empty(), "generate: --refiner needs an SDXL base model");
+    generate_with(load_model<StableDiffusionComponents>(o.model, o, mo), o, mo);
+  }
+}
+
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand(
       "generate",
-      "Generate images with a Stable Diffusion model (text-to-image, image-to-image "
-      "with --init-image, inpainting with --init-image and --mask)");
+      "Generate images with a Stable Diffusion 1.x / 2.x / XL model (text-to-image, "
+      "image-to-image with --init-image, inpainting with --init-image and --mask)");
   cmd->add_option("-m,--model", o->model,
-                  "diffusers model folder (model_index.json) or an SD 1.x/2.x single-file "
+                  "diffusers model folder (model_index.json) or an SD 1.x/2.x/XL single-file "
                   "checkpoint (.safetensors, .ckpt)");
   cmd->add_option("--tokenizer", o->tokenizer,
                   "CLIP tokenizer folder for single-file checkpoints (they hold no vocabulary)");
+  cmd->add_option("--tokenizer-2", o->tokenizer_2,
+                  "SDXL single files: text_encoder_2's tokenizer folder (default: --tokenizer)");
+  cmd->add_option("--refiner", o->refiner,
+                  "SDXL refiner (folder or single file) for the end of the schedule "
+                  "(text-to-image)");
+  cmd->add_option("--refiner-switch", o->refiner_switch,
+                  "fraction of the schedule the base model runs before the refiner")
+      ->capture_default_str();
   cmd->add_option("-p,--prompt", o->prompt, "prompt");
   cmd->add_option("-n,--negative-prompt", o->negative, "negative prompt");
   cmd->add_option("--steps", o->steps, "denoising steps")->capture_default_str();
@@ -268,7 +395,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "images to generate")->capture_default_str();
   cmd->add_option("--init-image", o->init_image, "initial image for image-to-image / inpainting");
   cmd->add_option("--strength", o->strength,
-                  "how much to change the initial image (default 0.8, inpainting 1.0)");
+                  "how much to change the initial image (default: SD 0.8, inpainting 1.0; "
+                  "SDXL 0.3, inpainting 0.9999, as diffusers)");
   cmd->add_option("--mask", o->mask, "inpainting mask (white = repaint)");
   cmd->add_option("--clip-skip", o->clip_skip,
                   "A1111 clip skip: 1 = last layer (default), 2 = penultimate layer, ...");

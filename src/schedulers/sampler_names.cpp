@@ -207,6 +207,16 @@ std::unique_ptr<Scheduler> make_sampler(const std::string& sampler, const std::s
                   "' schedule: the class has no '", s->required, "' option");
   }
   nlohmann::json config = base_config.is_object() ? base_config : nlohmann::json::object();
+  // As diffusers' from_config across classes: the original class's options that the new class
+  // lacks are dropped silently (they are not typos, just another class's settings).
+  if (config.contains("_class_name") && config["_class_name"] != c.class_name) {
+    for (auto it = config.begin(); it != config.end();) {
+      if (it.key().front() != '_' && !defaults.contains(it.key()))
+        it = config.erase(it);
+      else
+        ++it;
+    }
+  }
   for (const auto& [k, v] : c.overrides.items()) {
     // Reset switches only where the class has them, so swapping stays warning-free.
     if (!defaults.contains(k)) {
