@@ -1,4 +1,5 @@
-// `diffuse info PATH [--tensors]`: what a weight file or a diffusers folder holds.
+// `diffuse info PATH [--tensors]`: what a weight file or a diffusers folder holds, and for an
+// original Stable Diffusion / SDXL single file the architecture diffusers would detect.
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -9,6 +10,7 @@
 #include "diffuse/diffuse.h"
 #include "diffuse/formats/diffusers.h"
 #include "diffuse/formats/tensor_source.h"
+#include "diffuse/loaders/single_file.h"
 
 namespace diffuse::cli {
 namespace {
@@ -63,6 +65,38 @@ void print_source(const TensorSource& src, bool list_tensors, const std::string&
   }
 }
 
+std::string with_commas(int64_t v) {
+  std::string digits = std::to_string(v);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+// The architecture of an original LDM / SGM single file: what from_single_file would load.
+void print_single_file_architecture(const SingleFileSummary& s, const std::string& indent) {
+  std::printf("%sarchitecture:    %s (diffusers model type %s)\n", indent.c_str(),
+              std::string(single_file_model_type_description(s.type)).c_str(),
+              std::string(single_file_model_type_name(s.type)).c_str());
+  std::printf("%sprediction type: %s\n", indent.c_str(), s.prediction_type.c_str());
+  std::printf("%sloads with:      %s\n", indent.c_str(),
+              is_sdxl(s.type) ? "from_single_file_xl (StableDiffusionXLComponents)"
+                              : "from_single_file (StableDiffusionComponents)");
+  std::printf("%scomponents:\n", indent.c_str());
+  for (const SingleFileComponentSummary& c : s.components) {
+    std::string types;
+    for (const auto& [type, n] : c.parameters_per_type)
+      types += (types.empty() ? "" : ", ") +
+               (c.parameters_per_type.size() == 1 ? type : type + " " + with_commas(n));
+    std::printf("%s  %-15s %-40s %6lld %-7s %15s parameters  %s, %s\n", indent.c_str(),
+                c.component.c_str(), c.prefix.empty() ? "(other keys)" : (c.prefix + "*").c_str(),
+                static_cast<long long>(c.tensors), c.tensors == 1 ? "tensor" : "tensors",
+                with_commas(c.parameters).c_str(), types.c_str(), human_bytes(c.bytes).c_str());
+  }
+}
+
 void print_component_folder(const std::filesystem::path& folder, bool list_tensors,
                             const std::string& indent) {
   std::error_code ec;
@@ -103,6 +137,14 @@ void run_info(const std::string& path, bool list_tensors) {
       if (!f.index().diffusers_version.empty())
         std::printf(" (diffusers %s)", f.index().diffusers_version.c_str());
       std::printf("\n");
+      std::string names;
+      for (const auto& c : f.index().components) names += (names.empty() ? "" : ", ") + c.name;
+      std::printf("  components: %s\n", names.c_str());
+      if (!f.index().absent.empty()) {
+        std::string absent;
+        for (const auto& a : f.index().absent) absent += (absent.empty() ? "" : ", ") + a;
+        std::printf("  absent:     %s\n", absent.c_str());
+      }
       for (const auto& [k, v] : f.index().options) std::printf("  %s = %s\n", k.c_str(), v.c_str());
       for (const auto& c : f.index().components) {
         std::printf("\n  %s: %s.%s\n", c.name.c_str(), c.library.c_str(), c.class_name.c_str());
@@ -120,6 +162,8 @@ void run_info(const std::string& path, bool list_tensors) {
   }
   const auto src = open_tensor_source(p);
   std::printf("%s\n", path.c_str());
+  if (const auto summary = summarize_single_file(*src))
+    print_single_file_architecture(*summary, "  ");
   print_source(*src, list_tensors, "  ");
 }
 
@@ -129,7 +173,8 @@ void add_info_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "info",
       "Describe a weight file (safetensors, .ckpt/.pt/.bin, GGUF, *.index.json) or a "
-      "diffusers folder: format, metadata, tensors, parameters per dtype");
+      "diffusers folder: format, metadata, tensors, parameters per dtype; the architecture of "
+      "SD 1.x / 2.x / XL single files");
   auto path = std::make_shared<std::string>();
   auto tensors = std::make_shared<bool>(false);
   cmd->add_option("path", *path, "file or folder")->required();

@@ -385,6 +385,9 @@ std::shared_ptr<TensorSource> open_clip_source(std::shared_ptr<const TensorSourc
       {"mlp.c_proj.", "mlp.fc2."},
       {"attn.out_proj.", "self_attn.out_proj."},
   }};
+  // diffusers drops the last resblock and the projection of SD 2.x files only
+  // (SD_2_TEXT_ENCODER_KEYS_TO_IGNORE); SDXL's bigG uses every layer.
+  const bool sd2 = prefix == "cond_stage_model.model.";
   for (const TensorInfo& i : checkpoint->tensors()) {
     if (!loaders::starts_with(i.name, prefix)) continue;
     const std::string rest = i.name.substr(prefix.size());
@@ -399,7 +402,13 @@ std::shared_ptr<TensorSource> open_clip_source(std::shared_ptr<const TensorSourc
     } else if (rest == "text_projection") {
       // OpenCLIP multiplies x @ text_projection ([hidden, proj]); a Linear weight is [proj,
       // hidden].
-      if (!config.with_projection) continue;
+      if (!config.with_projection && sd2) continue;
+      if (!config.with_projection) {
+        // Listed under its own name: a CLIPTextModel config for a file with a projection is
+        // reported (unused tensor) rather than silently losing text_embeds.
+        out->add_entry(rest, std::move(r));
+        continue;
+      }
       r.op = Remap::Op::transpose;
       out->add_entry("text_projection.weight", std::move(r));
     } else if (loaders::starts_with(rest, "transformer.resblocks.")) {
@@ -416,7 +425,7 @@ std::shared_ptr<TensorSource> open_clip_source(std::shared_ptr<const TensorSourc
         layer = -1;
       }
       // SD 2.x conditions on the penultimate layer: the last resblock is never used.
-      if (layer >= config.num_hidden_layers) continue;
+      if (sd2 && layer >= config.num_hidden_layers) continue;
       const std::string layer_prefix = "text_model.encoder.layers." + tail.substr(0, dot) + ".";
       const std::string module = tail.substr(dot + 1);
       if (module == "attn.in_proj_weight" || module == "attn.in_proj_bias") {
@@ -476,6 +485,31 @@ std::string_view single_file_model_type_name(SingleFileModelType t) {
   return "unknown";
 }
 
+std::string_view single_file_model_type_description(SingleFileModelType t) {
+  switch (t) {
+    case SingleFileModelType::v1:
+      return "Stable Diffusion 1.x";
+    case SingleFileModelType::v2:
+      return "Stable Diffusion 2.x";
+    case SingleFileModelType::inpainting:
+      return "Stable Diffusion 1.x inpainting";
+    case SingleFileModelType::inpainting_v2:
+      return "Stable Diffusion 2.x inpainting";
+    case SingleFileModelType::xl_base:
+      return "SDXL base";
+    case SingleFileModelType::xl_refiner:
+      return "SDXL refiner";
+    case SingleFileModelType::xl_inpaint:
+      return "SDXL inpainting";
+  }
+  return "unknown";
+}
+
+bool is_sdxl(SingleFileModelType t) {
+  return t == SingleFileModelType::xl_base || t == SingleFileModelType::xl_refiner ||
+         t == SingleFileModelType::xl_inpaint;
+}
+
 SingleFileModelType infer_single_file_model_type(const TensorSource& ckpt) {
   // CHECKPOINT_KEY_NAMES of diffusers' single_file_utils.py.
   static constexpr std::string_view kConvIn = "model.diffusion_model.input_blocks.0.0.weight";
@@ -502,6 +536,48 @@ SingleFileModelType infer_single_file_model_type(const TensorSource& ckpt) {
   if (xl_base) return SingleFileModelType::xl_base;
   if (ckpt.contains(kXlRefiner)) return SingleFileModelType::xl_refiner;
   return SingleFileModelType::v1;
+}
+
+// --- inspection -----------------------------------------------------------------------------
+
+std::optional<SingleFileSummary> summarize_single_file(const TensorSource& ckpt) {
+  if (!ckpt.contains("model.diffusion_model.input_blocks.0.0.weight")) return std::nullopt;
+  SingleFileSummary s;
+  s.type = infer_single_file_model_type(ckpt);
+  s.prediction_type = infer_prediction_type(s.type, ckpt);
+  // (component, key prefix) in pipeline order; the SD 1.x / 2.x text encoder is counted whole
+  // (transformer.* or model.*), and the refiner's bigG is text_encoder_2 as SDXL pipelines name
+  // it.
+  std::vector<std::pair<std::string, std::string>> groups = {{"unet", "model.diffusion_model."},
+                                                             {"vae", "first_stage_model."}};
+  if (!is_sdxl(s.type)) {
+    groups.emplace_back("text_encoder", "cond_stage_model.");
+  } else if (s.type == SingleFileModelType::xl_refiner) {
+    groups.emplace_back("text_encoder_2", "conditioner.embedders.0.");
+  } else {
+    groups.emplace_back("text_encoder", "conditioner.embedders.0.");
+    groups.emplace_back("text_encoder_2", "conditioner.embedders.1.");
+  }
+  std::vector<SingleFileComponentSummary> parts(groups.size() + 1);
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    parts[g].component = groups[g].first;
+    parts[g].prefix = groups[g].second;
+  }
+  parts.back().component = "other";
+  for (const TensorInfo& i : ckpt.tensors()) {
+    std::size_t g = 0;
+    while (g < groups.size() && !loaders::starts_with(i.name, groups[g].second)) ++g;
+    SingleFileComponentSummary& p = parts[g];
+    int64_t n = 1;
+    for (const int64_t d : i.shape) n *= d;
+    ++p.tensors;
+    p.parameters += n;
+    p.bytes += i.stored_bytes;
+    p.parameters_per_type[i.stored_type] += n;
+  }
+  for (auto& p : parts)
+    if (p.tensors > 0) s.components.push_back(std::move(p));
+  return s;
 }
 
 }  // namespace diffuse

@@ -17,18 +17,18 @@
 #include "diffuse/loaders/single_file.h"
 #include "src/loaders/remapped_source.h"
 #include "tests/formats/writers.h"
+#include "tests/loaders/helpers.h"
 #include "tests/support/reference.h"
 
 namespace diffuse {
 namespace {
 
 namespace fs = std::filesystem;
+using loader_tests::expect_error;
+using loader_tests::expect_identical;
+using loader_tests::write_ckpt;
+using loader_tests::write_json;
 using nlohmann::json;
-
-void write_json(const fs::path& p, const json& j) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p) << j.dump(2);
-}
 
 // SD 1.5's unet/vae/text_encoder configs with channels, widths and depths scaled down.
 json small_unet(bool sd2) {
@@ -116,57 +116,6 @@ void write_config_folder(const fs::path& root, bool sd2) {
                                                             {"steps_offset", 1}});
 }
 
-std::string storage_type(DType d) {
-  switch (d) {
-    case DType::f32:
-      return "FloatStorage";
-    case DType::f16:
-      return "HalfStorage";
-    case DType::bf16:
-      return "BFloat16Storage";
-    case DType::i64:
-      return "LongStorage";
-    default:
-      return "ByteStorage";
-  }
-}
-
-// torch.save({"state_dict": OrderedDict(tensors), "global_step": step}) as a zip.
-void write_ckpt(const fs::path& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                int64_t global_step) {
-  testing::PickleWriter p;
-  p.proto(2);
-  p.op('}').binput(0).mark().str("state_dict");
-  p.global("collections", "OrderedDict").op(')').reduce().binput(1).mark();
-  std::vector<testing::ZipEntry> entries;
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const Tensor t = tensors[i].second.contiguous();
-    const std::string key = std::to_string(i);
-    p.str(tensors[i].first)
-        .tensor(storage_type(t.dtype()), key, t.numel(), 0, t.shape(),
-                contiguous_strides(t.shape()));
-    entries.push_back({"archive/data/" + key, testing::tensor_bytes(t), false});
-  }
-  p.op('u');
-  p.str("global_step").integer(global_step).op('u');
-  p.stop();
-  entries.insert(entries.begin(), {"archive/data.pkl", p.bytes(), false});
-  entries.push_back({"archive/byteorder", "little", false});
-  entries.push_back({"archive/version", "3\n", false});
-  testing::write_zip(path, entries);
-}
-
-void expect_identical(const Tensor& a, const Tensor& b, const std::string& what) {
-  ASSERT_EQ(a.shape(), b.shape()) << what;
-  const Tensor ca = a.to(DType::f32).contiguous();
-  const Tensor cb = b.to(DType::f32).contiguous();
-  EXPECT_EQ(std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()), 0) << what << " differs";
-  // Random weights must make a non-trivial output, or the comparison proves nothing.
-  double sum = 0;
-  for (const float v : ca.to_vector<float>()) sum += std::abs(v);
-  EXPECT_GT(sum, 0.0) << what;
-}
-
 // Runs the three models of `a` and `b` on the same inputs; outputs must be bitwise identical.
 void expect_same_models(const StableDiffusionComponents& a, const StableDiffusionComponents& b) {
   Generator g(7);
@@ -192,17 +141,6 @@ StableDiffusionComponents load_diffusers_models(const fs::path& folder) {
   c.text_encoder =
       std::make_shared<CLIPTextModel>(CLIPTextModel::from_pretrained(folder / "text_encoder"));
   return c;
-}
-
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one containing '" << needles.at(0) << "'";
-  } catch (const Error& e) {
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
 }
 
 class SingleFileTest : public ::testing::Test {
@@ -432,8 +370,6 @@ TEST(SingleFileDetection, DefaultConfigsFollowTheModelType) {
   EXPECT_EQ(v2_base.scheduler["prediction_type"], "epsilon");
   EXPECT_EQ(default_single_file_configs(T::inpainting).unet["in_channels"], 9);
   EXPECT_EQ(default_single_file_configs(T::inpainting_v2).unet["in_channels"], 9);
-  expect_error([&] { default_single_file_configs(T::xl_base); },
-               {"SDXL single files", "not implemented yet"});
 
   // The built-in configs are the real ones.
   const fs::path assets = fs::path(testing::shared_dir()) / "assets" / "model-configs";
@@ -452,14 +388,14 @@ TEST(SingleFileDetection, DefaultConfigsFollowTheModelType) {
       strip(read_json_file(assets / "stabilityai/stable-diffusion-2-1/text_encoder/config.json")));
 }
 
-TEST_F(SingleFileTest, SdxlFilesAreDetectedWithAClearError) {
+TEST_F(SingleFileTest, SdxlFilesPointToTheXlLoader) {
   save_safetensors(dir_ / "xl.safetensors",
                    {{"model.diffusion_model.input_blocks.0.0.weight", Tensor::zeros({8, 4, 3, 3})},
                     {"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias",
                      Tensor::zeros({8})}});
   expect_error(
       [&] { load_single_file_models(dir_ / "xl.safetensors"); },
-      {"SDXL single files (xl_base) are detected but the SDXL pipeline is not implemented"});
+      {"SDXL base single file (xl_base)", "load_single_file_xl_models", "from_single_file_xl"});
 }
 
 // --- key maps at full size ----------------------------------------------------------------------
