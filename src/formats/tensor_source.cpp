@@ -1,6 +1,7 @@
 #include "diffuse/formats/tensor_source.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -88,10 +89,29 @@ std::optional<Tensor> RandomTensorSource::synthesize(std::string_view name, cons
   // FNV-1a of the name: stable across runs and platforms (std::hash is not).
   uint64_t h = 1469598103934665603ull;
   for (const char c : name) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-  Generator g(seed_ ^ h);
-  Tensor t = g.randn(shape, DType::f32);
+  const uint64_t key = seed_ ^ h;
+  // Counter-based normals: element pair j is Box-Muller of the two 32-bit halves of
+  // splitmix64(key + j), so values depend only on (seed, name, index) and fill in parallel
+  // (production-size models have billions of weights).
+  Tensor t = Tensor::empty(shape, DType::f32);
   float* p = t.data<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<float>(p[i] * std_);
+  const int64_t n = t.numel();
+  const auto scale = static_cast<float>(std_);
+  const int64_t pairs = (n + 1) / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < pairs; ++j) {
+    uint64_t z = key + static_cast<uint64_t>(j) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    // u1 in (0, 1] (log-safe), u2 in [0, 1).
+    const float u1 = (static_cast<float>(z >> 40) + 1.0f) * (1.0f / 16777216.0f);
+    const float u2 = static_cast<float>((z >> 8) & 0xffffffu) * (1.0f / 16777216.0f);
+    const float r = std::sqrt(-2.0f * std::log(u1)) * scale;
+    const float a = 6.28318530717958647692f * u2;
+    p[2 * j] = r * std::cos(a);
+    if (2 * j + 1 < n) p[2 * j + 1] = r * std::sin(a);
+  }
   return t.to(dtype);
 }
 

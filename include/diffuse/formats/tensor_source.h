@@ -108,8 +108,9 @@ class MemoryTensorSource final : public TensorSource {
 
 // Randomly initialized weights for tests and training: lists nothing, and synthesizes any
 // requested tensor deterministically from (seed, name): a name ending in "bias" gets zeros, a
-// name containing "norm" and ending in "weight" gets ones, anything else N(0, std^2) drawn by
-// Generator(seed ^ hash(name)), so two loaders with the same seed see the same weights.
+// name containing "norm" and ending in "weight" gets ones, anything else N(0, std^2) from a
+// counter-based generator keyed by seed ^ hash(name) (element i depends only on seed, name and
+// i; filled in parallel), so two loaders with the same seed see the same weights.
 class RandomTensorSource final : public TensorSource {
  public:
   explicit RandomTensorSource(uint64_t seed = 0, double std = 0.02);
