@@ -154,15 +154,7 @@ PipelineOutput StableDiffusionPipeline::operator()(const StableDiffusionParams& 
   // 4. Initial latents, scaled by the scheduler's init_noise_sigma.
   pu::Generators generators(p.seeds, batch);
   const Shape shape{batch, c.unet->config().in_channels, height / vsf, width / vsf};
-  Tensor latents;
-  if (p.latents.defined()) {
-    DIFFUSE_CHECK(p.latents.shape() == shape, "Unexpected latents shape, got ",
-                  shape_str(p.latents.shape()), ", expected ", shape_str(shape));
-    latents = p.latents.to(DType::f32);
-  } else {
-    latents = generators.randn(shape);
-  }
-  latents = ops::mul(latents, c.scheduler->init_noise_sigma().value_or(1.0));
+  Tensor latents = pu::prepare_latents(*c.scheduler, p.latents, shape, generators);
 
   // 5. Denoising loop.
   latents =

@@ -22,38 +22,16 @@ PipelineOutput StableDiffusionXLImg2ImgPipeline::operator()(
     const StableDiffusionXLImg2ImgParams& p) {
   auto& c = components_;
   const int64_t vsf = c.vae_scale_factor();
-  DIFFUSE_CHECK(p.image.defined() != p.image_latents.defined(),
-                "StableDiffusionXLImg2ImgPipeline: pass exactly one of `image` and "
-                "`image_latents`");
   // The size comes from the image (or its latents).
-  Tensor image;
-  int64_t height = 0, width = 0;
-  if (p.image.defined()) {
-    const Tensor img = p.image.dim() == 3 ? p.image.unsqueeze(0) : p.image;
-    DIFFUSE_CHECK(img.dim() == 4, "StableDiffusionXLImg2ImgPipeline: image must be NHWC, got ",
-                  shape_str(p.image.shape()));
-    height = p.height.value_or(img.size(1) / vsf * vsf);
-    width = p.width.value_or(img.size(2) / vsf * vsf);
-    image = pu::preprocess_image(img, height, width, "image");
-  } else {
-    DIFFUSE_CHECK(
-        p.image_latents.dim() == 4 && p.image_latents.size(1) == c.vae->config().latent_channels,
-        "image_latents must be [N, ", c.vae->config().latent_channels, ", h, w], got ",
-        shape_str(p.image_latents.shape()));
-    height = p.image_latents.size(2) * vsf;
-    width = p.image_latents.size(3) * vsf;
-  }
+  const auto input =
+      pu::xl_image_input(p, p.image, p.image_latents, vsf, c.vae->config().latent_channels,
+                         "StableDiffusionXLImg2ImgPipeline");
+  const int64_t height = input.height, width = input.width;
+  const Tensor image =
+      input.image.defined() ? pu::preprocess_image(input.image, height, width, "image") : Tensor();
 
   // 1. Check inputs.
-  pu::check_inputs(p, height, width);
-  DIFFUSE_CHECK(p.strength >= 0.0 && p.strength <= 1.0,
-                "The value of strength should in [0.0, 1.0] but is ", p.strength);
-  DIFFUSE_CHECK(
-      !(pu::denoising_value_valid(p.denoising_start) &&
-        pu::denoising_value_valid(p.denoising_end) && *p.denoising_start >= *p.denoising_end),
-      "`denoising_start`: ", p.denoising_start.value_or(0),
-      " cannot be larger than or equal to `denoising_end`: ", p.denoising_end.value_or(0),
-      " when using type float.");
+  pu::check_xl_img2img_inputs(p, height, width, p.strength, p.denoising_start);
   const int64_t batch = p.num_images_per_prompt;
   const bool cfg = p.guidance_scale > 1.0 && !c.unet->config().time_cond_proj_dim;
 

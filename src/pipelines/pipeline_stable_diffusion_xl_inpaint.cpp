@@ -22,41 +22,18 @@ PipelineOutput StableDiffusionXLInpaintPipeline::operator()(
   auto& c = components_;
   DIFFUSE_CHECK(p.mask_image.defined(),
                 "StableDiffusionXLInpaintPipeline: `mask_image` is required");
-  DIFFUSE_CHECK(p.image.defined() != p.image_latents.defined(),
-                "StableDiffusionXLInpaintPipeline: pass exactly one of `image` and "
-                "`image_latents`");
   const int64_t vsf = c.vae_scale_factor();
   const int64_t unet_channels = c.unet->config().in_channels;
   const int64_t latent_channels = c.vae->config().latent_channels;
   DIFFUSE_CHECK(unet_channels == 4 || unet_channels == 2 * latent_channels + 1,
                 "The unet should have either 4 or 9 input channels, not ", unet_channels, ".");
   // The size comes from the image (or its latents); the mask must match it.
-  Tensor img;
-  int64_t height = 0, width = 0;
-  if (p.image.defined()) {
-    img = p.image.dim() == 3 ? p.image.unsqueeze(0) : p.image;
-    DIFFUSE_CHECK(img.dim() == 4, "StableDiffusionXLInpaintPipeline: image must be NHWC, got ",
-                  shape_str(p.image.shape()));
-    height = p.height.value_or(img.size(1) / vsf * vsf);
-    width = p.width.value_or(img.size(2) / vsf * vsf);
-  } else {
-    DIFFUSE_CHECK(p.image_latents.dim() == 4 && p.image_latents.size(1) == latent_channels,
-                  "image_latents must be [N, ", latent_channels, ", h, w], got ",
-                  shape_str(p.image_latents.shape()));
-    height = p.image_latents.size(2) * vsf;
-    width = p.image_latents.size(3) * vsf;
-  }
+  const auto input = pu::xl_image_input(p, p.image, p.image_latents, vsf, latent_channels,
+                                        "StableDiffusionXLInpaintPipeline");
+  const int64_t height = input.height, width = input.width;
 
   // 1. Check inputs.
-  pu::check_inputs(p, height, width);
-  DIFFUSE_CHECK(p.strength >= 0.0 && p.strength <= 1.0,
-                "The value of strength should in [0.0, 1.0] but is ", p.strength);
-  DIFFUSE_CHECK(
-      !(pu::denoising_value_valid(p.denoising_start) &&
-        pu::denoising_value_valid(p.denoising_end) && *p.denoising_start >= *p.denoising_end),
-      "`denoising_start`: ", p.denoising_start.value_or(0),
-      " cannot be larger than or equal to `denoising_end`: ", p.denoising_end.value_or(0),
-      " when using type float.");
+  pu::check_xl_img2img_inputs(p, height, width, p.strength, p.denoising_start);
   const int64_t batch = p.num_images_per_prompt;
   const bool cfg = p.guidance_scale > 1.0 && !c.unet->config().time_cond_proj_dim;
 
@@ -70,7 +47,8 @@ PipelineOutput StableDiffusionXLInpaintPipeline::operator()(
 
   // 4. Preprocess image and mask.
   pu::InpaintArgs args;
-  if (img.defined()) args.init_image = pu::preprocess_image(img, height, width, "image");
+  if (input.image.defined())
+    args.init_image = pu::preprocess_image(input.image, height, width, "image");
   args.image_latents = p.image_latents;
   args.mask_condition = pu::preprocess_mask(p.mask_image, height, width);
   args.masked_image_latents = p.masked_image_latents;

@@ -66,6 +66,19 @@ Tensor repeat_batch(const Tensor& x, int64_t n) {
   return ops::concat(std::vector<Tensor>(static_cast<std::size_t>(n), x), 0);
 }
 
+Tensor prepare_latents(const Scheduler& scheduler, const Tensor& latents, const Shape& shape,
+                       Generators& generators) {
+  Tensor x;
+  if (latents.defined()) {
+    DIFFUSE_CHECK(latents.shape() == shape, "Unexpected latents shape, got ",
+                  shape_str(latents.shape()), ", expected ", shape_str(shape));
+    x = latents.to(DType::f32);
+  } else {
+    x = generators.randn(shape);
+  }
+  return ops::mul(x, scheduler.init_noise_sigma().value_or(1.0));
+}
+
 void retrieve_timesteps(Scheduler& scheduler, const StableDiffusionParams& p) {
   SetTimestepsArgs a;
   if (p.timesteps) {
@@ -340,6 +353,40 @@ UNet2DConditionInputs xl_img2img_added_conditioning(const StableDiffusionXLCompo
     added.time_ids = repeat_batch(time_ids.positive, batch);
   }
   return added;
+}
+
+XLImageInput xl_image_input(const StableDiffusionXLParams& p, const Tensor& image,
+                            const Tensor& image_latents, int64_t vae_scale_factor,
+                            int64_t latent_channels, const char* pipeline) {
+  DIFFUSE_CHECK(image.defined() != image_latents.defined(), pipeline,
+                ": pass exactly one of `image` and `image_latents`");
+  XLImageInput in;
+  if (image.defined()) {
+    in.image = image.dim() == 3 ? image.unsqueeze(0) : image;
+    DIFFUSE_CHECK(in.image.dim() == 4, pipeline, ": image must be NHWC, got ",
+                  shape_str(image.shape()));
+    in.height = p.height.value_or(in.image.size(1) / vae_scale_factor * vae_scale_factor);
+    in.width = p.width.value_or(in.image.size(2) / vae_scale_factor * vae_scale_factor);
+  } else {
+    DIFFUSE_CHECK(image_latents.dim() == 4 && image_latents.size(1) == latent_channels,
+                  "image_latents must be [N, ", latent_channels, ", h, w], got ",
+                  shape_str(image_latents.shape()));
+    in.height = image_latents.size(2) * vae_scale_factor;
+    in.width = image_latents.size(3) * vae_scale_factor;
+  }
+  return in;
+}
+
+void check_xl_img2img_inputs(const StableDiffusionXLParams& p, int64_t height, int64_t width,
+                             double strength, std::optional<double> denoising_start) {
+  check_inputs(p, height, width);
+  DIFFUSE_CHECK(strength >= 0.0 && strength <= 1.0,
+                "The value of strength should in [0.0, 1.0] but is ", strength);
+  DIFFUSE_CHECK(!(denoising_value_valid(denoising_start) &&
+                  denoising_value_valid(p.denoising_end) && *denoising_start >= *p.denoising_end),
+                "`denoising_start`: ", denoising_start.value_or(0),
+                " cannot be larger than or equal to `denoising_end`: ", p.denoising_end.value_or(0),
+                " when using type float.");
 }
 
 bool denoising_value_valid(std::optional<double> value) {

@@ -43,6 +43,11 @@ void check_inputs(const StableDiffusionParams& p, int64_t height, int64_t width)
 // torch.cat([x] * n) along dim 0.
 Tensor repeat_batch(const Tensor& x, int64_t n);
 
+// prepare_latents of text-to-image: the caller's latents (shape-checked) or a draw from the
+// generators, times the scheduler's init_noise_sigma.
+Tensor prepare_latents(const Scheduler& scheduler, const Tensor& latents, const Shape& shape,
+                       Generators& generators);
+
 // retrieve_timesteps: set_timesteps with the steps, custom timesteps or custom sigmas.
 void retrieve_timesteps(Scheduler& scheduler, const StableDiffusionParams& p);
 
@@ -162,6 +167,22 @@ UNet2DConditionInputs xl_img2img_added_conditioning(const StableDiffusionXLCompo
                                                     const XLPromptEmbeds& embeds, int64_t height,
                                                     int64_t width, double aesthetic_score,
                                                     double negative_aesthetic_score, bool cfg);
+
+// The image input of SDXL img2img / inpainting: exactly one of `image` (NHWC, [H, W, 3] or
+// [N, H, W, 3]; returned as 4-D) and `image_latents` ([N, latent_channels, h, w]). The size comes
+// from the image (height/width override it, rounded down to the VAE factor) or its latents.
+struct XLImageInput {
+  Tensor image;  // NHWC 4-D, or undefined when latents were given
+  int64_t height = 0, width = 0;
+};
+XLImageInput xl_image_input(const StableDiffusionXLParams& p, const Tensor& image,
+                            const Tensor& image_latents, int64_t vae_scale_factor,
+                            int64_t latent_channels, const char* pipeline);
+
+// check_inputs of SDXL img2img / inpainting: the common checks, strength in [0, 1] and
+// denoising_start before denoising_end.
+void check_xl_img2img_inputs(const StableDiffusionXLParams& p, int64_t height, int64_t width,
+                             double strength, std::optional<double> denoising_start);
 
 // isinstance(value, float) and 0 < value < 1 (diffusers denoising_value_valid).
 bool denoising_value_valid(std::optional<double> value);
