@@ -20,6 +20,18 @@
 
 namespace diffuse::loader_tests {
 
+// Elements in a list of tensor shapes (parameter counts of safetensors headers or model specs).
+template <class Specs>
+int64_t count_params(const Specs& specs) {
+  int64_t n = 0;
+  for (const auto& s : specs) {
+    int64_t m = 1;
+    for (const int64_t d : s.shape) m *= d;
+    n += m;
+  }
+  return n;
+}
+
 inline void write_json(const std::filesystem::path& p, const nlohmann::json& j) {
   std::filesystem::create_directories(p.parent_path());
   std::ofstream(p) << j.dump(2);

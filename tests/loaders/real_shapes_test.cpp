@@ -11,23 +11,13 @@
 #include "diffuse/loaders/random_weights.h"
 #include "diffuse/loaders/single_file.h"
 #include "diffuse/pipelines/stable_diffusion.h"
+#include "tests/loaders/helpers.h"
 #include "tests/support/reference.h"
 
 namespace diffuse {
 namespace {
 
 namespace fs = std::filesystem;
-
-int64_t parameters(const fs::path& file) {
-  int64_t n = 0;
-  const auto f = SafetensorsFile::open(file);
-  for (const auto& e : f.entries()) {
-    int64_t count = 1;
-    for (const int64_t d : e.shape) count *= d;
-    n += count;
-  }
-  return n;
-}
 
 TEST(RealShapes, Sd15FromPretrainedAndFromSingleFileGiveTheSameImage) {
   const fs::path configs =
@@ -45,7 +35,10 @@ TEST(RealShapes, Sd15FromPretrainedAndFromSingleFileGiveTheSameImage) {
   for (const char* f : {"vocab.json", "merges.txt"})
     fs::copy_file(vocab / f, folder / "tokenizer" / f, fs::copy_options::overwrite_existing);
   // The real shapes: SD 1.5's UNet has 859 520 964 parameters.
-  EXPECT_EQ(parameters(folder / "unet" / "diffusion_pytorch_model.safetensors"), 859520964);
+  EXPECT_EQ(
+      loader_tests::count_params(
+          SafetensorsFile::open(folder / "unet" / "diffusion_pytorch_model.safetensors").entries()),
+      859520964);
   const fs::path single = tmp / "sd15.safetensors";
   save_single_file(folder, single);
 

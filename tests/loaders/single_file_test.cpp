@@ -24,6 +24,7 @@ namespace diffuse {
 namespace {
 
 namespace fs = std::filesystem;
+using loader_tests::count_params;
 using loader_tests::expect_error;
 using loader_tests::expect_identical;
 using loader_tests::write_ckpt;
@@ -402,16 +403,6 @@ TEST_F(SingleFileTest, SdxlFilesPointToTheXlLoader) {
 
 fs::path model_configs() {
   return fs::path(testing::shared_dir()) / "assets" / "model-configs";
-}
-
-int64_t count_params(const std::vector<SafetensorsTensorSpec>& specs) {
-  int64_t n = 0;
-  for (const auto& s : specs) {
-    int64_t m = 1;
-    for (const int64_t d : s.shape) m *= d;
-    n += m;
-  }
-  return n;
 }
 
 TEST(SingleFileKeyMaps, FullSizeSd15MapsEveryTensorBothWays) {

@@ -23,6 +23,7 @@ namespace diffuse {
 namespace {
 
 namespace fs = std::filesystem;
+using loader_tests::count_params;
 using loader_tests::expect_error;
 using loader_tests::expect_identical;
 using loader_tests::write_ckpt;
@@ -490,16 +491,6 @@ std::shared_ptr<MemoryTensorSource> keys(
   for (const auto& [n, shape] : entries)
     s->insert(n, Tensor::zeros(Shape(shape.size(), 1)).expand(shape));  // no memory
   return s;
-}
-
-int64_t count_params(const std::vector<SafetensorsTensorSpec>& specs) {
-  int64_t n = 0;
-  for (const auto& s : specs) {
-    int64_t m = 1;
-    for (const int64_t d : s.shape) m *= d;
-    n += m;
-  }
-  return n;
 }
 
 TEST(SingleFileXlDetection, TypesNamesAndPredictionTypes) {
