@@ -227,15 +227,6 @@ template <class Components>
 void generate_with(Components components, GenerateOptions o, const ModelOptions& mo) {
   using F = Family<Components>;
   constexpr bool xl = std::is_same_v<Components, StableDiffusionXLComponents>;
-  const auto has_syntax = [](const std::string& t) {
-    return t.find_first_of("()[]") != std::string::npos || t.find("BREAK") != std::string::npos;
-  };
-  if (xl && o.prompt_weighting && (has_syntax(o.prompt) || has_syntax(o.negative))) {
-    std::fprintf(stderr,
-                 "note: A1111 prompt weighting is not available for SDXL yet; the prompt is read "
-                 "as literal text\n");
-  }
-  if (xl) o.prompt_weighting = false;
   const std::string sampler_label = apply_sampler(components, o);
 
   // 2. Parameters.

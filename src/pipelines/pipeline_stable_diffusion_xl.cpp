@@ -2,8 +2,11 @@
 // two-encoder encode_prompt and text-to-image.
 #include "diffuse/pipelines/stable_diffusion_xl.h"
 
+#include <algorithm>
+
 #include "diffuse/formats/config.h"
 #include "diffuse/ops.h"
+#include "diffuse/pipelines/prompt_weighting.h"
 #include "src/pipelines/pipeline_utils.h"
 
 namespace diffuse {
@@ -143,19 +146,33 @@ std::vector<EncoderPair> encoders(const StableDiffusionXLComponents& c) {
   return e;
 }
 
-// Both encoders' hidden states concatenated on the feature axis, and the last pooled output.
+// Both encoders' hidden states concatenated on the feature axis, and the first pooled output.
+// With `weighting`: A1111 syntax and 77-token chunks per encoder (weighting->min_chunks chunks
+// at least; callers make it the same for every text so the axes line up).
 std::pair<Tensor, Tensor> encode_texts(const std::vector<EncoderPair>& pairs,
                                        const std::vector<std::string>& texts, int64_t max_length,
-                                       std::optional<int64_t> clip_skip) {
+                                       std::optional<int64_t> clip_skip,
+                                       const PromptWeightingOptions* weighting) {
   std::vector<Tensor> hidden;
   Tensor pooled;
   for (std::size_t i = 0; i < pairs.size(); ++i) {
-    auto e = encode_with(*pairs[i].tokenizer, *pairs[i].encoder, texts[i], max_length, clip_skip);
+    EncodedText e;
+    if (weighting != nullptr) {
+      const auto chunks = weighted_prompt_chunks(*pairs[i].tokenizer, texts[i], *weighting);
+      e.hidden = encode_prompt_chunks_xl(*pairs[i].encoder, chunks, clip_skip,
+                                         weighting->restore_mean, &e.pooled)
+                     .to(DType::f32);
+      if (e.pooled.defined()) e.pooled = e.pooled.to(DType::f32);
+    } else {
+      e = encode_with(*pairs[i].tokenizer, *pairs[i].encoder, texts[i], max_length, clip_skip);
+    }
     hidden.push_back(e.hidden);
     // diffusers keeps the first 2-D output[0]: only projection encoders have one.
     if (!pooled.defined() && e.pooled.defined()) pooled = e.pooled;
   }
   DIFFUSE_CHECK(pooled.defined(), "StableDiffusionXL: no text encoder gave pooled embeddings");
+  DIFFUSE_CHECK(hidden.size() == 1 || hidden[0].size(1) == hidden[1].size(1),
+                "StableDiffusionXL: the two encoders' prompts have different chunk counts");
   return {hidden.size() == 1 ? hidden[0] : ops::concat(hidden, -1), pooled};
 }
 
@@ -168,10 +185,40 @@ std::string or_else(const std::optional<std::string>& a, const std::string& b) {
 
 XLPromptEmbeds encode_prompt(const StableDiffusionXLComponents& c, const StableDiffusionXLParams& p,
                              bool do_classifier_free_guidance) {
-  DIFFUSE_CHECK(!p.prompt_weighting,
-                "StableDiffusionXL: A1111 prompt weighting is not supported for SDXL yet");
   const auto pairs = encoders(c);
   const int64_t max_length = c.tokenizer_2->model_max_length();
+  // The texts of each encoder: prompt, prompt_2 (default: prompt); the refiner has only the
+  // second encoder, which then reads `prompt` (diffusers zips prompts and encoders).
+  const auto texts = [&](const std::string& a, const std::optional<std::string>& b) {
+    std::vector<std::string> t{a, or_else(b, a)};
+    t.resize(pairs.size());
+    return t;
+  };
+  const std::string negative = p.negative_prompt.value_or("");
+  const auto prompt_texts = texts(p.prompt, p.prompt_2);
+  const auto negative_texts = texts(negative, p.negative_prompt_2);
+  const bool zero_negative = !p.negative_prompt && c.force_zeros_for_empty_prompt;
+  const bool encode_negative =
+      do_classifier_free_guidance && !p.negative_prompt_embeds.defined() && !zero_negative;
+
+  // Prompt weighting: every text gets the chunk count of the longest, so that both encoders'
+  // states concatenate and the CFG batch lines up.
+  PromptWeightingOptions weighting;
+  if (p.prompt_weighting) {
+    for (std::size_t i = 0; i < pairs.size(); ++i) {
+      if (!p.prompt_embeds.defined())
+        weighting.min_chunks = std::max(weighting.min_chunks,
+                                        count_prompt_chunks(*pairs[i].tokenizer, prompt_texts[i]));
+      if (encode_negative)
+        weighting.min_chunks = std::max(
+            weighting.min_chunks, count_prompt_chunks(*pairs[i].tokenizer, negative_texts[i]));
+    }
+    if (p.prompt_embeds.defined())
+      weighting.min_chunks =
+          std::max<int64_t>(weighting.min_chunks, p.prompt_embeds.size(1) / max_length);
+  }
+  const PromptWeightingOptions* w = p.prompt_weighting ? &weighting : nullptr;
+
   XLPromptEmbeds e;
   if (p.prompt_embeds.defined()) {
     DIFFUSE_CHECK(
@@ -182,10 +229,8 @@ XLPromptEmbeds encode_prompt(const StableDiffusionXLComponents& c, const StableD
     e.prompt_embeds = p.prompt_embeds.to(DType::f32);
     e.pooled_prompt_embeds = p.pooled_prompt_embeds.to(DType::f32);
   } else {
-    // prompt for the first encoder, prompt_2 (default: prompt) for the second; the refiner has
-    // only the second encoder, which then reads `prompt` (diffusers zips prompts and encoders).
     std::tie(e.prompt_embeds, e.pooled_prompt_embeds) =
-        encode_texts(pairs, {p.prompt, or_else(p.prompt_2, p.prompt)}, max_length, p.clip_skip);
+        encode_texts(pairs, prompt_texts, max_length, p.clip_skip, w);
   }
   DIFFUSE_CHECK(e.prompt_embeds.dim() == 3 && e.prompt_embeds.size(0) == 1,
                 "prompt_embeds must be [1, L, D], got ", shape_str(e.prompt_embeds.shape()));
@@ -202,15 +247,13 @@ XLPromptEmbeds encode_prompt(const StableDiffusionXLComponents& c, const StableD
                     "`negative_prompt_embeds`.");
       e.negative_prompt_embeds = p.negative_prompt_embeds.to(DType::f32);
       e.negative_pooled_prompt_embeds = p.negative_pooled_prompt_embeds.to(DType::f32);
-    } else if (!p.negative_prompt && c.force_zeros_for_empty_prompt) {
+    } else if (zero_negative) {
       e.negative_prompt_embeds = ops::mul(e.prompt_embeds, 0.0);
       e.negative_pooled_prompt_embeds = ops::mul(e.pooled_prompt_embeds, 0.0);
     } else {
       // The unconditional embeddings never get clip_skip (diffusers 0.31).
-      const std::string negative = p.negative_prompt.value_or("");
       std::tie(e.negative_prompt_embeds, e.negative_pooled_prompt_embeds) =
-          encode_texts(pairs, {negative, or_else(p.negative_prompt_2, negative)},
-                       e.prompt_embeds.size(1), std::nullopt);
+          encode_texts(pairs, negative_texts, e.prompt_embeds.size(1), std::nullopt, w);
     }
     DIFFUSE_CHECK(e.negative_prompt_embeds.shape() == e.prompt_embeds.shape(),
                   "`prompt_embeds` and `negative_prompt_embeds` must have the same shape, got ",

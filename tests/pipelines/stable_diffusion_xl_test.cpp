@@ -14,6 +14,7 @@
 #include "diffuse/formats/config.h"
 #include "diffuse/loaders/random_weights.h"
 #include "diffuse/ops.h"
+#include "diffuse/pipelines/prompt_weighting.h"
 #include "diffuse/pipelines/stable_diffusion_xl.h"
 #include "tests/support/reference.h"
 
@@ -369,13 +370,43 @@ TEST_F(StableDiffusionXLTest, NineChannelInpaintingUNet) {
   EXPECT_EQ(StableDiffusionXLInpaintPipeline{c}(l).latents.shape(), a.shape());
 }
 
+// A1111 prompt syntax on both encoders: a plain prompt is exactly diffusers' encode_prompt, a
+// weight changes the embeddings, a long prompt gets two 77-token chunks on both encoders (and
+// the negative prompt is padded to match), pooled from the first chunk.
+TEST_F(StableDiffusionXLTest, PromptWeightingOnBothEncoders) {
+  const auto c = StableDiffusionXLComponents::from_pretrained(base());
+  auto p = params();
+  p.negative_prompt = "blurry";
+  const auto plain = encode_prompt(c, p, true);
+  p.prompt_weighting = true;
+  const auto same = encode_prompt(c, p, true);
+  EXPECT_TRUE(testing::all_close(same.prompt_embeds, plain.prompt_embeds, 0.0));
+  EXPECT_TRUE(testing::all_close(same.pooled_prompt_embeds, plain.pooled_prompt_embeds, 0.0));
+  EXPECT_TRUE(testing::all_close(same.negative_prompt_embeds, plain.negative_prompt_embeds, 0.0));
+
+  p.prompt = "a photo of a (cat:1.5)";
+  const auto weighted = encode_prompt(c, p, true);
+  EXPECT_EQ(weighted.prompt_embeds.shape(), plain.prompt_embeds.shape());
+  EXPECT_FALSE(testing::all_close(weighted.prompt_embeds, plain.prompt_embeds, 1e-4));
+
+  std::string long_prompt;  // just over one chunk for both tokenizers
+  while (count_prompt_chunks(*c.tokenizer, long_prompt) < 2 ||
+         count_prompt_chunks(*c.tokenizer_2, long_prompt) < 2)
+    long_prompt += "red cat, ";
+  p.prompt = long_prompt;
+  const auto two = encode_prompt(c, p, true);
+  EXPECT_EQ(two.prompt_embeds.shape(), (Shape{1, 154, 64}));
+  EXPECT_EQ(two.negative_prompt_embeds.shape(), (Shape{1, 154, 64}));
+  EXPECT_EQ(two.pooled_prompt_embeds.shape(), (Shape{1, 32}));
+  // The pipeline runs with the longer context.
+  p.num_inference_steps = 2;
+  EXPECT_EQ(StableDiffusionXLPipeline{c}(p).latents.shape(), (Shape{1, 4, 16, 16}));
+}
+
 TEST_F(StableDiffusionXLTest, InvalidInputsAreErrors) {
   auto c = StableDiffusionXLComponents::from_pretrained(base());
   StableDiffusionXLPipeline pipe(c);
   auto p = params();
-  p.prompt_weighting = true;
-  EXPECT_THROW(pipe(p), Error);
-  p = params();
   p.prompt.clear();
   p.prompt_embeds = Tensor::full({1, 77, 64}, 0.1);
   EXPECT_THROW(pipe(p), Error);  // no pooled_prompt_embeds

@@ -60,6 +60,22 @@ Tensor encode_prompt_chunks(const CLIPTextModel& text_encoder,
                             const std::vector<PromptChunk>& chunks,
                             std::optional<int64_t> clip_skip, bool restore_mean = true);
 
+// SDXL's reading of the chunks (A1111's SDXL conditioner; diffusers' SDXL encode_prompt for a
+// single chunk): hidden_states[-(2 + clip_skip)] without the final layer norm, weighted as
+// above: [1, chunks * L, D]. `pooled`, when given, receives the first chunk's text_embeds
+// ([1, projection_dim]; undefined for encoders without projection), as A1111 pools only the
+// first chunk. Throws diffuse::Error as encode_prompt_chunks (clip_skip in [0, layers - 1]).
+Tensor encode_prompt_chunks_xl(const CLIPTextModel& text_encoder,
+                               const std::vector<PromptChunk>& chunks,
+                               std::optional<int64_t> clip_skip, bool restore_mean = true,
+                               Tensor* pooled = nullptr);
+
+// parse + chunk, padded with empty chunks up to options.min_chunks (chunk length
+// tokenizer.model_max_length() - 2).
+std::vector<PromptChunk> weighted_prompt_chunks(const ClipTokenizer& tokenizer,
+                                                const std::string& prompt,
+                                                const PromptWeightingOptions& options = {});
+
 // parse + chunk + encode_prompt_chunks, padded with empty chunks up to options.min_chunks:
 // [1, 77 * chunks, D] for CLIP's 77-token context (chunk length tokenizer.model_max_length() - 2,
 // which must not exceed the encoder's max_position_embeddings - 2). Examples: "a (cat:1.5)" is

@@ -15,8 +15,9 @@
 //
 // Images go in and out as float32 NHWC tensors in [0, 1], masks as [N, H, W, 1] or [H, W], as
 // in stable_diffusion.h. diffusers' invisible watermark is not applied (diffusers also skips it
-// when the invisible-watermark package is missing). A1111 prompt weighting is not available for
-// SDXL yet (`prompt_weighting` must be false).
+// when the invisible-watermark package is missing). With `prompt_weighting`, both encoders read
+// A1111 prompt syntax in 77-token chunks (pipelines/prompt_weighting.h) as A1111's SDXL
+// conditioner does, pooled from the first chunk.
 // Thread-safety: a pipeline call mutates its scheduler; run one call at a time per pipeline.
 #pragma once
 
