@@ -23,6 +23,7 @@ struct GenerateOptions {
   std::string model;
   std::string tokenizer;        // single-file checkpoints: the CLIP tokenizer folder
   std::string tokenizer_2;      // SDXL single files: text_encoder_2's tokenizer folder
+  std::string config;           // single files: a diffusers folder with the configs to use
   std::string refiner;          // SDXL: a refiner model for the last part of the schedule
   double refiner_switch = 0.8;  // fraction of the schedule the base model runs
   std::string prompt;
@@ -81,6 +82,9 @@ std::string infotext(const GenerateOptions& o, uint64_t seed, int64_t width, int
 nlohmann::json recipe_json(const GenerateOptions& o, uint64_t seed, int64_t width, int64_t height) {
   return {{"diffuse_version", "0.1.0"},
           {"model", o.model},
+          {"config", o.config},
+          {"tokenizer", o.tokenizer},
+          {"tokenizer_2", o.tokenizer_2},
           {"refiner", o.refiner},
           {"refiner_switch", o.refiner_switch},
           {"prompt", o.prompt},
@@ -107,6 +111,7 @@ void apply_recipe(GenerateOptions& o, const std::string& path) {
   const nlohmann::json r = read_json_file(path);
   ConfigReader c(r, "recipe " + path);
   c.get("model", o.model).get("prompt", o.prompt).get("negative_prompt", o.negative);
+  c.get("config", o.config).get("tokenizer", o.tokenizer).get("tokenizer_2", o.tokenizer_2);
   c.get("refiner", o.refiner).get("refiner_switch", o.refiner_switch);
   c.get("steps", o.steps).get("cfg", o.cfg).get("sampler", o.sampler).get("schedule", o.schedule);
   c.get("width", o.width).get("height", o.height).get("seed", o.seed).get("batch", o.batch);
@@ -192,6 +197,7 @@ Components load_model(const std::string& model, const GenerateOptions& o, const 
     } else {
       SingleFileOptions so;
       so.model = mo;
+      if (model == o.model) so.config = o.config;
       so.tokenizer = o.tokenizer;
       so.tokenizer_2 = o.tokenizer_2;
       if (so.tokenizer_2.empty() && !o.tokenizer.empty()) {
@@ -203,8 +209,15 @@ Components load_model(const std::string& model, const GenerateOptions& o, const 
       c = from_single_file_xl(model, so);
     }
   } else {
-    c = std::filesystem::is_directory(model) ? StableDiffusionComponents::from_pretrained(model, mo)
-                                             : from_single_file(model, mo, o.tokenizer);
+    if (std::filesystem::is_directory(model)) {
+      c = StableDiffusionComponents::from_pretrained(model, mo);
+    } else {
+      SingleFileOptions so;
+      so.model = mo;
+      so.config = o.config;
+      so.tokenizer = o.tokenizer;
+      c = from_single_file(model, so);
+    }
   }
   std::fprintf(stderr, "loaded %s in %.2f s (weights %s, compute %s, %d threads)\n", model.c_str(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
@@ -360,6 +373,9 @@ void add_generate_command(CLI::App& app) {
                   "checkpoint (.safetensors, .ckpt)");
   cmd->add_option("--tokenizer", o->tokenizer,
                   "CLIP tokenizer folder for single-file checkpoints (they hold no vocabulary)");
+  cmd->add_option("--config", o->config,
+                  "single files: a diffusers pipeline folder whose configs (and tokenizers) "
+                  "replace the built-in ones of the detected architecture");
   cmd->add_option("--tokenizer-2", o->tokenizer_2,
                   "SDXL single files: text_encoder_2's tokenizer folder (default: --tokenizer)");
   cmd->add_option("--refiner", o->refiner,

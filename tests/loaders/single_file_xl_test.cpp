@@ -12,6 +12,7 @@
 #include "diffuse/core/generator.h"
 #include "diffuse/core/threads.h"
 #include "diffuse/formats/config.h"
+#include "diffuse/formats/image.h"
 #include "diffuse/formats/safetensors.h"
 #include "diffuse/loaders/random_weights.h"
 #include "diffuse/loaders/single_file.h"
@@ -722,6 +723,37 @@ std::string run_cli(const std::string& args, int* rc) {
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   *rc = pclose(p);
   return out;
+}
+
+// `diffuse generate` with an SDXL single file (its configs from --config) and a refiner folder
+// for the last half of the schedule: the PNG carries the A1111 parameters of both.
+TEST_F(SingleFileXlTest, CliGeneratesWithSingleFileAndRefiner) {
+  const fs::path vocab = fs::path(testing::shared_dir()) / "assets" / "clip-tokenizer";
+  if (!fs::exists(vocab / "vocab.json")) GTEST_SKIP() << "no CLIP tokenizer at " << vocab;
+  const fs::path base = make_pipeline(Variant::base);
+  const fs::path refiner = make_pipeline(Variant::refiner);
+  for (const fs::path& folder : {base, refiner})
+    for (const char* sub : {"tokenizer", "tokenizer_2"})
+      for (const char* f : {"vocab.json", "merges.txt"}) {
+        fs::create_directories(folder / sub);
+        fs::copy_file(vocab / f, folder / sub / f, fs::copy_options::overwrite_existing);
+      }
+  const fs::path st = dir_ / "base.safetensors";
+  save_single_file(base, st, LdmTextEncoderLayout::sdxl);
+  const fs::path png = dir_ / "out.png";
+  int rc = 0;
+  const std::string out =
+      run_cli("generate -m " + st.string() + " --config " + base.string() + " --refiner " +
+                  refiner.string() + " --refiner-switch 0.5 -p \"a (red:1.2) cat\" --steps 4 " +
+                  "--seed 5 -W 64 -H 64 -o " + png.string(),
+              &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const auto text = read_png_text(png);
+  ASSERT_EQ(text.size(), 1u);
+  EXPECT_NE(text[0].second.find("Refiner: diffusers_refiner, Refiner switch at: 0.5"),
+            std::string::npos)
+      << text[0].second;
+  EXPECT_EQ(load_image(png).shape(), (Shape{1, 64, 64, 3}));
 }
 
 TEST_F(SingleFileXlTest, CliInfoPrintsTheArchitecture) {
