@@ -394,7 +394,7 @@ int main(int argc, char** argv) {
   }
   diffuse::set_num_threads(threads);
   if (tiled) {
-    // 2048x2048 (latents 256x256): 49 overlapping 512-pixel tiles; one iteration.
+    // 2048x2048 (latents 256x256): 36 overlapping 512-pixel tiles (6 x 6); one iteration.
     for (DType dtype : {DType::bf16, DType::f32}) {
       benchmark::RegisterBenchmark(
           dtype == DType::bf16 ? "BM_vae_decode_tiled/bf16" : "BM_vae_decode_tiled/f32",

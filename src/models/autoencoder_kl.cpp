@@ -8,6 +8,7 @@
 #include "src/nn/attention.h"
 #include "src/nn/embeddings.h"
 #include "src/nn/resnet.h"
+#include "src/ops/memory.h"
 
 namespace diffuse {
 
@@ -314,6 +315,10 @@ Tensor AutoencoderKL::decode(const Tensor& latents) const {
   DIFFUSE_CHECK(latents.dim() == 4 && latents.size(1) == c.latent_channels, kOwner,
                 ": decode expects [B, ", c.latent_channels, ", h, w], got ",
                 shape_str(latents.shape()));
+  // The decoder's activations are large (hundreds of MB at 512x512) and come straight from the
+  // system: first hand back what the heap still holds from the denoising steps' activations,
+  // so that the two do not add up in the pipeline's peak.
+  ops::release_free_memory();
   if (use_slicing_ && latents.size(0) > 1) {
     std::vector<Tensor> parts;
     for (int64_t b = 0; b < latents.size(0); ++b)

@@ -1,18 +1,21 @@
 // Basic layers every model uses identically: Linear, Conv2d, GroupNorm, LayerNorm. Each holds
 // its weights (loaded and shape-checked through a WeightLoader scope with torch.nn's names)
-// and the compute dtype of its matrix products.
+// and the compute dtype of its matrix products. Linear and Conv2d hold their weight as an
+// ops::LinalgWeight: after the first call, the backend's copy in its compute layout is in
+// general the only copy in memory (weight.tensor() gives the plain values back).
 #pragma once
 
 #include <cstdint>
 
 #include "diffuse/formats/weight_loader.h"
 #include "diffuse/ops.h"
+#include "src/ops/linalg_weight.h"
 
 namespace diffuse::nn {
 
 // torch.nn.Linear: y = x W^T + b. Weights "weight" [out, in], "bias" [out].
 struct Linear {
-  Tensor weight;
+  ops::LinalgWeight weight;
   Tensor bias;
   DType compute = DType::f32;
 
@@ -28,7 +31,7 @@ struct Linear {
 
 // torch.nn.Conv2d with square kernels. Weights "weight" [out, in / groups, k, k], "bias" [out].
 struct Conv2d {
-  Tensor weight;
+  ops::LinalgWeight weight;
   Tensor bias;
   ops::Conv2dParams params;
   DType compute = DType::f32;
@@ -57,6 +60,14 @@ struct GroupNorm {
     return ops::group_norm(x, num_groups, weight, bias, eps, post);
   }
 };
+
+// conv(norm(x, act)): the same values, without materializing the normalized tensor where the
+// backend can fuse the two (large convolutions, e.g. the VAE decoder's).
+inline Tensor group_norm_conv(const GroupNorm& norm, const Tensor& x, ops::Activation act,
+                              const Conv2d& conv) {
+  return ops::group_norm_conv2d(x, norm.num_groups, norm.weight, norm.bias, norm.eps, act,
+                                conv.weight, conv.bias, conv.params, conv.compute);
+}
 
 // torch.nn.LayerNorm over the last dimension, with or without affine parameters.
 struct LayerNorm {

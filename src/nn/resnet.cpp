@@ -1,5 +1,9 @@
 #include "src/nn/resnet.h"
 
+#include <utility>
+
+#include "src/ops/inplace.h"
+
 namespace diffuse::nn {
 
 ResnetBlock2D::ResnetBlock2D(const WeightLoader& w, const ResnetBlock2DConfig& config,
@@ -28,8 +32,7 @@ ResnetBlock2D::ResnetBlock2D(const WeightLoader& w, const ResnetBlock2DConfig& c
 
 Tensor ResnetBlock2D::operator()(const Tensor& x, const Tensor& temb) const {
   const ops::Activation act = config_.non_linearity;
-  Tensor h = norm1_(x, act);
-  h = conv1_(h);
+  Tensor h = group_norm_conv(norm1_, x, act, conv1_);
 
   Tensor t;
   if (time_emb_proj_) {
@@ -38,19 +41,19 @@ Tensor ResnetBlock2D::operator()(const Tensor& x, const Tensor& temb) const {
     t = (*time_emb_proj_)(t).unsqueeze(-1).unsqueeze(-1);  // [B, C, 1, 1]
   }
   if (t.defined() && config_.time_embedding_norm == "default") {
-    h = norm2_(ops::add(h, t), act);
+    h = group_norm_conv(norm2_, ops::add(h, t), act, conv2_);
   } else if (t.defined()) {  // scale_shift: norm, then h * (1 + scale) + shift, then act
     const auto parts = t.chunk(2, 1);
     h = norm2_(h);
     h = ops::add(ops::mul(h, ops::add(parts[0], 1.0)), parts[1]);
-    h = ops::activation(h, act);
+    h = conv2_(ops::activation(h, act));
   } else {
-    h = norm2_(h, act);
+    h = group_norm_conv(norm2_, h, act, conv2_);
   }
-  h = conv2_(h);
 
-  const Tensor shortcut = conv_shortcut_ ? (*conv_shortcut_)(x) : x;
-  Tensor out = ops::add(shortcut, h);
+  // shortcut + h, written over whichever of the two is a temporary (x belongs to the caller).
+  Tensor out =
+      conv_shortcut_ ? ops::add_into((*conv_shortcut_)(x), h) : ops::add_into(std::move(h), x);
   if (config_.output_scale_factor != 1.0) out = ops::div(out, config_.output_scale_factor);
   return out;
 }
@@ -69,9 +72,11 @@ Upsample2D::Upsample2D(const WeightLoader& w, int64_t channels, int64_t out_chan
     : conv_(w.scope("conv"), channels, out_channels, 3, 1, 1, true, compute) {}
 
 Tensor Upsample2D::operator()(const Tensor& x, const Shape& output_size) const {
-  const Tensor up =
-      output_size.empty() ? ops::upsample_nearest(x, 2.0) : ops::upsample_nearest(x, output_size);
-  return conv_(up);
+  if (output_size.empty()) {
+    // Nearest 2x fused into the convolution's input conversion: same values, no upsampled copy.
+    return ops::upsample_nearest2x_conv2d(x, conv_.weight, conv_.bias, conv_.params, conv_.compute);
+  }
+  return conv_(ops::upsample_nearest(x, output_size));
 }
 
 }  // namespace diffuse::nn

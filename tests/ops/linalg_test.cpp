@@ -1,6 +1,11 @@
 // linear, matmul, conv2d and attention against the naive double references of src/ops/ref, over
 // tail sizes, non-contiguous views, broadcasting, every weight dtype and both compute dtypes.
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -9,7 +14,9 @@
 
 #include "diffuse/ops.h"
 #include "src/backends/cpu/attention_cpu.h"
+#include "src/backends/cpu/dnnl_layout.h"
 #include "src/backends/cpu/dnnl_linalg.h"
+#include "src/ops/linalg_weight.h"
 #include "src/ops/ref/ref.h"
 #include "tests/support/reference.h"
 
@@ -322,6 +329,325 @@ TEST(OpsLinalg, Conv2dMatchesReference) {
       }
     }
   }
+}
+
+// --- layer-owned weights (ops::LinalgWeight) ---------------------------------------------------
+
+// True when a copy of a `wdt` weight in `compute` holds it exactly (the plain one may go).
+bool exact_in(DType wdt, DType compute) {
+  return wdt == compute || compute == DType::f32;
+}
+
+TEST(OpsLinalg, LinalgWeightLinearMatchesPlainWeight) {
+  const Tensor x_few = randn({1, 3, 48}, 21);
+  const Tensor x_many = randn({4, 70, 48}, 22);
+  for (DType wdt : {DType::f32, DType::f16, DType::bf16}) {
+    for (DType compute : {DType::f32, DType::bf16}) {
+      const std::string what =
+          "weight " + std::string(dtype_name(wdt)) + " compute " + std::string(dtype_name(compute));
+      const Tensor w = randn({40, 48}, 23, wdt, 0.3);
+      const Tensor b = randn({40}, 24);
+      const ops::LinalgWeight lw(w);
+      EXPECT_TRUE(lw.holds_plain()) << what;
+      EXPECT_EQ(lw.shape(), w.shape()) << what;
+      EXPECT_EQ(lw.dtype(), wdt) << what;
+      EXPECT_EQ(lw.size(-1), 48) << what;
+      // Few and many rows (oneDNN may pick another weight layout), then few again: every call
+      // is bit-identical to the plain weight's, whichever copy it reads.
+      for (const Tensor* x : {&x_few, &x_many, &x_few}) {
+        EXPECT_TRUE(all_close(ops::linear(*x, lw, b, compute, Activation::gelu),
+                              ops::linear(*x, w, b, compute, Activation::gelu), 0.0))
+            << what << " x " << name(x->shape());
+      }
+      if (exact_in(wdt, compute)) {
+        // Dropped, unless the plain tensor is itself the compute copy (no copy at all).
+        EXPECT_TRUE(!lw.holds_plain() || lw.copy_bytes() == 0) << what;
+      } else {
+        EXPECT_TRUE(lw.holds_plain()) << what;  // a bf16 copy of f32/f16 values is lossy
+        EXPECT_GT(lw.copy_bytes(), 0u) << what;
+      }
+      const Tensor back = lw.tensor();
+      EXPECT_EQ(back.dtype(), wdt) << what;
+      EXPECT_TRUE(all_close(back, w, 0.0)) << what;
+    }
+  }
+}
+
+TEST(OpsLinalg, LinalgWeightStoredInAnotherDtype) {
+  // A bf16 (or f16) weight given as the f32 / f16 tensor of a checkpoint: the values are the
+  // converted ones, exactly as if the loader had converted it.
+  const Tensor x = randn({5, 48}, 51);
+  for (DType stored_dtype : {DType::f32, DType::f16}) {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      if (stored_dtype == dtype) continue;
+      for (DType compute : {DType::f32, DType::bf16}) {
+        const std::string what = "stored " + std::string(dtype_name(stored_dtype)) + " as " +
+                                 std::string(dtype_name(dtype)) + " compute " +
+                                 std::string(dtype_name(compute));
+        const Tensor stored = randn({40, 48}, 52, stored_dtype, 0.3);
+        const Tensor converted = stored.to(dtype);
+        const ops::LinalgWeight lw(stored, dtype);
+        EXPECT_EQ(lw.dtype(), dtype) << what;
+        EXPECT_TRUE(all_close(lw.tensor(), converted, 0.0)) << what;
+        EXPECT_TRUE(
+            all_close(ops::linear(x, lw, {}, compute), ops::linear(x, converted, {}, compute), 0.0))
+            << what;
+        EXPECT_EQ(lw.holds_plain(), !exact_in(dtype, compute)) << what;
+        EXPECT_EQ(lw.tensor().dtype(), dtype) << what;
+        EXPECT_TRUE(all_close(lw.tensor(), converted, 0.0)) << what;
+      }
+    }
+  }
+}
+
+TEST(OpsLinalg, LinalgWeightConv2dMatchesPlainWeight) {
+  ops::Conv2dParams p;
+  p.padding = {1, 1};
+  for (int64_t groups : {1, 2}) {
+    p.groups = groups;
+    const Tensor x_small = randn({1, 16, 9, 11}, 31);
+    const Tensor x_large = randn({2, 16, 40, 40}, 32);
+    for (DType wdt : {DType::f32, DType::f16, DType::bf16}) {
+      for (DType compute : {DType::f32, DType::bf16}) {
+        const std::string what = "weight " + std::string(dtype_name(wdt)) + " compute " +
+                                 std::string(dtype_name(compute)) + " groups " +
+                                 std::to_string(groups);
+        const Tensor w = randn({32, 16 / groups, 3, 3}, 33, wdt, 0.2);
+        const Tensor b = randn({32}, 34);
+        const ops::LinalgWeight lw(w);
+        for (const Tensor* x : {&x_small, &x_large, &x_small}) {
+          EXPECT_TRUE(
+              all_close(ops::conv2d(*x, lw, b, p, compute), ops::conv2d(*x, w, b, p, compute), 0.0))
+              << what << " x " << name(x->shape());
+        }
+        if (!exact_in(wdt, compute)) {
+          EXPECT_TRUE(lw.holds_plain()) << what;
+        }
+        EXPECT_TRUE(all_close(lw.tensor(), w, 0.0)) << what;
+      }
+    }
+  }
+}
+
+TEST(OpsLinalg, LinalgWeightErrors) {
+  EXPECT_THROW(ops::LinalgWeight{Tensor{}}, Error);
+  EXPECT_THROW(ops::LinalgWeight{Tensor::zeros({4, 4}, DType::i32)}, Error);
+  const ops::LinalgWeight lw(randn({8, 6}, 1));
+  EXPECT_THROW(ops::linear(randn({2, 5}, 2), lw), Error);        // 5 features for 6
+  EXPECT_THROW(ops::conv2d(randn({1, 6, 4, 4}, 3), lw), Error);  // not a conv weight
+  const ops::LinalgWeight undefined;
+  EXPECT_FALSE(undefined.defined());
+  EXPECT_THROW(ops::linear(randn({2, 6}, 4), undefined), Error);
+}
+
+// The resident set's file-backed part (RssFile of /proc/self/status) in bytes, -1 if unknown.
+int64_t rss_file_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssFile:", 0) == 0) return std::stoll(line.substr(8)) * 1024;
+  }
+  return -1;
+}
+
+TEST(OpsLinalg, LinalgWeightReleasesMappedPages) {
+  if (rss_file_bytes() < 0) GTEST_SKIP() << "no RssFile in /proc/self/status";
+  // A bf16 weight of 16 MiB in a memory-mapped file, used in bf16: once its compute copy exists,
+  // the file's pages must leave the resident set, while the tensor stays valid.
+  const int64_t out = 2048, in = 4096;
+  const Tensor w = randn({out, in}, 41, DType::bf16, 0.05);
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("diffuse_linalg_weight_" + std::to_string(::getpid()) + ".bin");
+  {
+    std::ofstream f(path, std::ios::binary);
+    f.write(static_cast<const char*>(w.data_ptr()), static_cast<std::streamsize>(w.nbytes()));
+  }
+  const Tensor mapped = Tensor::wrap(Storage::map_file(path), {out, in}, DType::bf16);
+  std::filesystem::remove(path);           // the mapping keeps the bytes
+  EXPECT_TRUE(all_close(mapped, w, 0.0));  // reads (and maps in) every page
+  const int64_t before = rss_file_bytes();
+  const ops::LinalgWeight lw(mapped);
+  const Tensor x = randn({3, in}, 42);
+  const Tensor y = ops::linear(x, lw, {}, DType::bf16);
+  const int64_t after = rss_file_bytes();
+  if (lw.copy_bytes() == 0) GTEST_SKIP() << "the mapped weight is used in place (no copy)";
+  EXPECT_FALSE(lw.holds_plain());
+  EXPECT_LT(after, before - static_cast<int64_t>(w.nbytes()) * 3 / 4)
+      << "RssFile " << before << " -> " << after << " bytes";
+  EXPECT_TRUE(all_close(y, ops::linear(x, w, {}, DType::bf16), 0.0));
+  EXPECT_TRUE(all_close(mapped, w, 0.0));  // read back from the file
+  EXPECT_TRUE(all_close(lw.tensor(), w, 0.0));
+}
+
+// Large NHWC convolutions run in bands of output rows; here every NHWC convolution does (the
+// smallest bands), so that bands meet padding, strides, dilation and uneven remainders on small
+// shapes.
+class ConvBandingGuard {
+ public:
+  explicit ConvBandingGuard(const cpu::DnnlConvBanding& b) : saved_(cpu::dnnl_conv_banding()) {
+    cpu::set_dnnl_conv_banding(b);
+  }
+  ~ConvBandingGuard() { cpu::set_dnnl_conv_banding(saved_); }
+  ConvBandingGuard(const ConvBandingGuard&) = delete;
+  ConvBandingGuard& operator=(const ConvBandingGuard&) = delete;
+
+ private:
+  cpu::DnnlConvBanding saved_;
+};
+
+struct BandCase {
+  Shape x;
+  int64_t out, k, stride, pad, dil;
+  Activation post;
+};
+
+const std::vector<BandCase> kBandCases = {
+    {{1, 32, 23, 13}, 48, 3, 1, 1, 1, Activation::silu},
+    {{2, 32, 17, 16}, 32, 3, 2, 1, 1, Activation::none},
+    {{1, 48, 15, 9}, 32, 3, 1, 0, 1, Activation::none},
+    {{1, 32, 19, 12}, 32, 5, 1, 4, 2, Activation::gelu},
+    {{1, 64, 21, 8}, 32, 1, 1, 0, 1, Activation::none},
+};
+
+TEST(OpsLinalg, Conv2dInBandsMatchesReference) {
+  std::size_t banded_runs[2] = {0, 0};  // f32, bf16 compute
+  for (int64_t bytes : {1, 6000}) {     // one output row per band; a few rows, with a remainder
+    const ConvBandingGuard guard({0, bytes});
+    uint32_t seed = 500;
+    for (const BandCase& c : kBandCases) {
+      for (DType compute : {DType::f32, DType::bf16}) {
+        ops::Conv2dParams p;
+        p.stride = {c.stride, c.stride};
+        p.padding = {c.pad, c.pad};
+        p.dilation = {c.dil, c.dil};
+        p.post = c.post;
+        const Tensor x = randn(c.x, seed);  // bands need unit-stride rows
+        const Tensor w = randn({c.out, c.x[1], c.k, c.k}, seed + 1, DType::bf16, 0.2);
+        const Tensor b = seed % 3 ? randn({c.out}, seed + 2) : Tensor();
+        ++seed;
+        const Tensor want = ops::ref::conv2d(x, w, b, p, compute);
+        const std::size_t banded = cpu::dnnl_banded_conv_count();
+        std::ostringstream what;
+        what << "x " << name(c.x) << " O " << c.out << " k " << c.k << " stride " << c.stride
+             << " pad " << c.pad << " dilation " << c.dil << " compute " << dtype_name(compute)
+             << " band bytes/thread " << bytes;
+        EXPECT_TRUE(all_close(ops::conv2d(x, w, b, p, compute), want, kGemmAtol, kGemmRtol))
+            << what.str();
+        EXPECT_TRUE(all_close(ops::conv2d(x, ops::LinalgWeight(w), b, p, compute), want, kGemmAtol,
+                              kGemmRtol))
+            << what.str();
+        banded_runs[compute == DType::bf16] += cpu::dnnl_banded_conv_count() - banded;
+      }
+    }
+  }
+  // Bands need the primitive to work in NHWC, which oneDNN picks on AVX-512 (BF16) machines.
+  if (cpu::fast_layout_available()) {
+    EXPECT_GT(banded_runs[0], 0u) << "no f32 convolution ran in bands";
+    EXPECT_GT(banded_runs[1], 0u) << "no bf16 convolution ran in bands";
+  }
+}
+
+TEST(OpsLinalg, UpsampleConv2dMatchesReference) {
+  std::size_t fused_runs[2] = {0, 0};  // f32, bf16 compute
+  // Fused nearest-2x upsampling: in bands (forced), by default (small shapes run whole, with the
+  // upsampled tensor materialized) and with banding off.
+  for (int64_t band_min : {int64_t{0}, cpu::dnnl_conv_banding().min_output_bytes, int64_t{-1}}) {
+    const ConvBandingGuard guard({band_min, 4000});
+    uint32_t seed = 600;
+    for (const Shape& xs : {Shape{1, 32, 7, 5}, Shape{2, 48, 6, 9}, Shape{1, 3, 5, 4}}) {
+      for (DType compute : {DType::f32, DType::bf16}) {
+        const Tensor x = randn(xs, seed);
+        const Tensor w = randn({32, xs[1], 3, 3}, seed + 1, DType::bf16, 0.2);
+        const Tensor b = randn({32}, seed + 2);
+        ++seed;
+        ops::Conv2dParams p;
+        p.padding = {1, 1};
+        const Tensor up = ops::ref::upsample_nearest(x, {2 * xs[2], 2 * xs[3]});
+        const Tensor want = ops::ref::conv2d(up, w, b, p, compute);
+        const std::size_t banded = cpu::dnnl_banded_conv_count();
+        const Tensor got = ops::upsample_nearest2x_conv2d(x, ops::LinalgWeight(w), b, p, compute);
+        if (band_min < 0) {
+          EXPECT_EQ(cpu::dnnl_banded_conv_count(), banded) << "banding is off";
+        } else {
+          fused_runs[compute == DType::bf16] += cpu::dnnl_banded_conv_count() - banded;
+        }
+        EXPECT_TRUE(all_close(got, want, kGemmAtol, kGemmRtol))
+            << "x " << name(xs) << " compute " << dtype_name(compute) << " band min " << band_min;
+      }
+    }
+  }
+  if (cpu::fast_layout_available()) {
+    EXPECT_GT(fused_runs[0], 0u) << "no f32 upsampling was fused";
+    EXPECT_GT(fused_runs[1], 0u) << "no bf16 upsampling was fused";
+  }
+  // Arguments are checked against the upsampled size.
+  ops::Conv2dParams p;
+  const ops::LinalgWeight w(randn({4, 3, 3, 3}, 1));
+  EXPECT_NO_THROW(ops::upsample_nearest2x_conv2d(randn({1, 3, 2, 2}, 2), w, {}, p));  // 4x4 in
+  EXPECT_THROW(ops::upsample_nearest2x_conv2d(randn({1, 3, 1, 1}, 3), w, {}, p), Error);
+  EXPECT_THROW(ops::upsample_nearest2x_conv2d(randn({1, 5, 2, 2}, 4), w, {}, p), Error);
+}
+
+TEST(OpsLinalg, GroupNormConv2dMatchesReference) {
+  // A group norm (+ activation) fused into the next convolution: in bands (forced), by default
+  // (small shapes run whole, with the normalized tensor materialized) and with banding off; the
+  // normalized values are group_norm's exactly, so the result is the unfused pair's.
+  std::size_t fused_runs[2] = {0, 0};  // f32, bf16 compute
+  for (int64_t band_min : {int64_t{0}, cpu::dnnl_conv_banding().min_output_bytes, int64_t{-1}}) {
+    const ConvBandingGuard guard({band_min, 5000});
+    uint32_t seed = 700;
+    struct Case {
+      Shape x;
+      int64_t groups, out, k, pad;
+      Activation act;
+    };
+    for (const Case& c : {Case{{1, 32, 13, 11}, 8, 48, 3, 1, Activation::silu},
+                          Case{{2, 64, 9, 7}, 32, 32, 3, 1, Activation::none},
+                          Case{{1, 32, 10, 10}, 4, 16, 1, 0, Activation::gelu}}) {
+      for (DType compute : {DType::f32, DType::bf16}) {
+        const Tensor x = randn(c.x, seed, DType::f32, 3.0);
+        const Tensor gw = randn({c.x[1]}, seed + 1), gb = randn({c.x[1]}, seed + 2);
+        const Tensor w = randn({c.out, c.x[1], c.k, c.k}, seed + 3, DType::bf16, 0.2);
+        const Tensor b = randn({c.out}, seed + 4);
+        ++seed;
+        ops::Conv2dParams p;
+        p.padding = {c.pad, c.pad};
+        const std::size_t banded = cpu::dnnl_banded_conv_count();
+        const Tensor got = ops::group_norm_conv2d(x, c.groups, gw, gb, 1e-6, c.act,
+                                                  ops::LinalgWeight(w), b, p, compute);
+        if (band_min >= 0)
+          fused_runs[compute == DType::bf16] += cpu::dnnl_banded_conv_count() - banded;
+        const std::string what = "x " + name(c.x) + " compute " + std::string(dtype_name(compute)) +
+                                 " band min " + std::to_string(band_min);
+        const Tensor normed = ops::group_norm(x, c.groups, gw, gb, 1e-6, c.act);
+        EXPECT_TRUE(
+            all_close(got, ops::ref::conv2d(normed, w, b, p, compute), kGemmAtol, kGemmRtol))
+            << what;
+        // Against the double reference of both ops (group norm's f32 rounding included).
+        const Tensor ref_normed = ops::ref::group_norm(x, c.groups, gw, gb, 1e-6, c.act);
+        EXPECT_TRUE(all_close(got, ops::ref::conv2d(ref_normed, w, b, p, compute), 1e-2, 1e-2))
+            << what;
+      }
+    }
+  }
+  if (cpu::fast_layout_available()) {
+    EXPECT_GT(fused_runs[0], 0u) << "no f32 group norm was fused";
+    EXPECT_GT(fused_runs[1], 0u) << "no bf16 group norm was fused";
+  }
+  // Inputs the fused path does not take go through the two ops (same values, same errors).
+  const ops::LinalgWeight w(randn({8, 16, 3, 3}, 1, DType::bf16));
+  ops::Conv2dParams p;
+  p.padding = {1, 1};
+  const Tensor xb = randn({1, 16, 6, 6}, 2, DType::bf16);
+  EXPECT_TRUE(all_close(
+      ops::group_norm_conv2d(xb, 4, {}, {}, 1e-5, Activation::silu, w, {}, p),
+      ops::conv2d(ops::group_norm(xb, 4, {}, {}, 1e-5, Activation::silu), w, {}, p), 0.0));
+  EXPECT_THROW(
+      ops::group_norm_conv2d(randn({1, 16, 6, 6}, 3), 5, {}, {}, 1e-5, Activation::none, w, {}, p),
+      Error);  // 16 channels in 5 groups
+  EXPECT_THROW(
+      ops::group_norm_conv2d(randn({1, 12, 6, 6}, 4), 4, {}, {}, 1e-5, Activation::none, w, {}, p),
+      Error);  // 12 channels for a 16-channel weight
 }
 
 // --- attention -----------------------------------------------------------------------------------

@@ -15,7 +15,16 @@ bool fast_layout_available();
 void nchw_to_nhwc(const float* src, int64_t n, int64_t c, int64_t hw, int64_t sn, int64_t sc,
                   void* dst, bool to_bf16) noexcept;
 
-// src: contiguous f32 [n][hw][c]; dst: contiguous f32 [n][c][hw].
-void nhwc_to_nchw(const float* src, int64_t n, int64_t c, int64_t hw, float* dst) noexcept;
+// The same for the nearest 2x upsampling of src (F.interpolate(scale_factor=2), mode nearest),
+// restricted to the upsampled rows [row0, row0 + rows): src f32 [n][c][h][w] with batch stride
+// sn, channel stride sc and contiguous rows of w; dst contiguous [n][rows][2w][c]. Output pixel
+// (y, x) is src pixel (y / 2, x / 2), as upsample_nearest computes it.
+void nchw_to_nhwc_up2(const float* src, int64_t n, int64_t c, int64_t w, int64_t sn, int64_t sc,
+                      int64_t row0, int64_t rows, void* dst, bool to_bf16) noexcept;
+
+// src: contiguous f32 [n][hw][c]; dst: f32 [n][c][hw] with batch stride dn, channel stride dc and
+// contiguous planes of hw (a band of rows of a larger NCHW tensor, say).
+void nhwc_to_nchw(const float* src, int64_t n, int64_t c, int64_t hw, float* dst, int64_t dn,
+                  int64_t dc) noexcept;
 
 }  // namespace diffuse::cpu

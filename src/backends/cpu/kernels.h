@@ -87,6 +87,11 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
 // x [N, C, S] viewed as N * num_groups groups of (C / num_groups) * S elements.
 void group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
                 double eps, ops::Activation post, const Tensor& out) noexcept;
+// group_norm's per (batch, channel) coefficients for a contiguous f32 x [N, C, *]: its output is
+// act(x * scale[n * C + c] + shift[n * C + c]), computed by SimdKernels::affine_act, with these
+// (bit for bit the values group_norm uses). scale and shift hold N * C floats.
+void group_norm_coefficients(const Tensor& x, int64_t num_groups, const Tensor& weight,
+                             const Tensor& bias, double eps, float* scale, float* shift) noexcept;
 // Rows of the last `d` elements (x.numel() / d rows).
 void layer_norm(const Tensor& x, int64_t d, const Tensor& weight, const Tensor& bias, double eps,
                 const Tensor& out) noexcept;

@@ -33,7 +33,53 @@ void row_stats(const SimdKernels& k, const float* x, int64_t n, double eps, floa
   *rstd = static_cast<float>(1.0 / std::sqrt(var + eps));
 }
 
+// Mean and 1/sqrt(var + eps) (biased variance) of one group of m contiguous values, in one pass
+// around a shift close to the mean.
+void group_stats(const SimdKernels& k, const float* xs, int64_t m, double eps, double* mean,
+                 double* rstd) {
+  const float shift = leading_mean(xs, m);
+  double s1 = 0.0, s2 = 0.0;
+  k.sum_sumsq(xs, m, shift, &s1, &s2);
+  const double dm = s1 / static_cast<double>(m);
+  const double var = std::max(s2 / static_cast<double>(m) - dm * dm, 0.0);
+  *mean = static_cast<double>(shift) + dm;
+  *rstd = 1.0 / std::sqrt(var + eps);
+}
+
+// y = x * a + b for channel `ch`, with the affine parameters folded in.
+void channel_affine(double mean, double rstd, const std::vector<float>& w,
+                    const std::vector<float>& b, int64_t ch, float* a, float* sh) {
+  const double ad = rstd * (w.empty() ? 1.0 : static_cast<double>(w[ch]));
+  const double shd = (b.empty() ? 0.0 : static_cast<double>(b[ch])) - mean * ad;
+  *a = static_cast<float>(ad);
+  *sh = static_cast<float>(shd);
+}
+
 }  // namespace
+
+void group_norm_coefficients(const Tensor& x, int64_t num_groups, const Tensor& weight,
+                             const Tensor& bias, double eps, float* scale, float* shift) noexcept {
+  const int64_t n = x.size(0), c = x.size(1);
+  const int64_t s = n * c == 0 ? 0 : x.numel() / (n * c);
+  const int64_t cg = c / num_groups;
+  const int64_t m = cg * s;
+  if (m == 0) return;
+  const std::vector<float> w = f32_values(weight);
+  const std::vector<float> b = f32_values(bias);
+  const SimdKernels& k = simd();
+  const float* src = x.data<float>();
+  const int64_t groups = n * num_groups;
+#pragma omp parallel for schedule(static) if (x.numel() >= kParallelMin)
+  for (int64_t ng = 0; ng < groups; ++ng) {
+    const int64_t bn = ng / num_groups, g = ng % num_groups;
+    double mean, rstd;
+    group_stats(k, src + (bn * c + g * cg) * s, m, eps, &mean, &rstd);
+    for (int64_t j = 0; j < cg; ++j) {
+      const int64_t ch = g * cg + j;
+      channel_affine(mean, rstd, w, b, ch, &scale[bn * c + ch], &shift[bn * c + ch]);
+    }
+  }
+}
 
 void group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
                 double eps, ops::Activation post, const Tensor& out) noexcept {
@@ -66,25 +112,17 @@ void group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const
         xs = in_buf.data();
       }
       // 1. Statistics: mean and biased variance of the group in one pass.
-      const float shift = leading_mean(xs, m);
-      double s1 = 0.0, s2 = 0.0;
-      k.sum_sumsq(xs, m, shift, &s1, &s2);
-      const double dm = s1 / static_cast<double>(m);
-      const double var = std::max(s2 / static_cast<double>(m) - dm * dm, 0.0);
-      const double mean = static_cast<double>(shift) + dm;
-      const double rstd = 1.0 / std::sqrt(var + eps);
+      double mean, rstd;
+      group_stats(k, xs, m, eps, &mean, &rstd);
       // 2. Per channel: y = act(x * a + b) with the affine parameters folded in.
       for (int64_t j = 0; j < cg; ++j) {
-        const int64_t ch = g * cg + j;
-        const double a = rstd * (w.empty() ? 1.0 : static_cast<double>(w[ch]));
-        const double sh = (b.empty() ? 0.0 : static_cast<double>(b[ch])) - mean * a;
+        float a, sh;
+        channel_affine(mean, rstd, w, b, g * cg + j, &a, &sh);
         const int64_t o = first + j * s;
         if (f32) {
-          k.affine_act(xs + j * s, reinterpret_cast<float*>(dst) + o, s, static_cast<float>(a),
-                       static_cast<float>(sh), act);
+          k.affine_act(xs + j * s, reinterpret_cast<float*>(dst) + o, s, a, sh, act);
         } else {
-          k.affine_act(xs + j * s, out_buf.data(), s, static_cast<float>(a), static_cast<float>(sh),
-                       act);
+          k.affine_act(xs + j * s, out_buf.data(), s, a, sh, act);
           store_f32(out_buf.data(), dtype, dst + o * size, s);
         }
       }

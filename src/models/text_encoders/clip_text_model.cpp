@@ -100,8 +100,16 @@ CLIPTextModel::CLIPTextModel(const CLIPTextConfig& config, const WeightLoader& w
   const int64_t d = config.hidden_size;
   const WeightLoader t = weights.scope("text_model");
   const WeightLoader e = t.scope("embeddings");
-  // Embedding tables are gathered, not multiplied: keep them f32 so activations stay f32.
-  m.token_embedding = e.scope("token_embedding").get("weight", {config.vocab_size, d}, DType::f32);
+  // Embedding tables are gathered, not multiplied: activations stay f32. The token table is kept
+  // in the file's own dtype when that is a half type (a zero-copy view of the mapped file of which
+  // only the rows looked up are ever read) and the gathered rows are widened to f32: the same
+  // values as an f32 table, without a 150 MB f32 copy of the [49408, 768] table.
+  const WeightLoader te = e.scope("token_embedding");
+  DType table_dtype = DType::f32;
+  if (const TensorInfo* info = te.source().find(te.full_name("weight"))) {
+    if (info->dtype == DType::f16 || info->dtype == DType::bf16) table_dtype = info->dtype;
+  }
+  m.token_embedding = te.get("weight", {config.vocab_size, d}, table_dtype);
   m.position_embedding =
       e.scope("position_embedding").get("weight", {config.max_position_embeddings, d}, DType::f32);
   // Older checkpoints carry the position_ids buffer; it is arange(max_position_embeddings).
@@ -157,7 +165,7 @@ CLIPTextOutput CLIPTextModel::forward(const Tensor& input_ids, bool output_hidde
                 " must be between 1 and max_position_embeddings (", c.max_position_embeddings, ")");
 
   // 1. Embeddings: token + position.
-  Tensor h = ops::add(ops::embedding(m.token_embedding, input_ids),
+  Tensor h = ops::add(ops::embedding(m.token_embedding, input_ids).to(DType::f32),
                       m.position_embedding.narrow(0, 0, len));
   CLIPTextOutput out;
   if (output_hidden_states) out.hidden_states.push_back(h);
