@@ -11,7 +11,8 @@
 # (512), DTYPE (bf16: the weight and compute dtype of the run), FILE_DTYPE (DTYPE: the dtype the
 # weight files hold, and are written in when the folder is created; f16 or f32 measures a
 # checkpoint converted at load), SHARED (the shared folder, default ../shared next to the
-# repository).
+# repository), CONFIGS (the config folder, default SD 1.5's; e.g. the SDXL base 1.0 one with
+# SIZE=1024 for SDXL).
 #
 # Prints the weights' size in DTYPE, /usr/bin/time's maximum RSS, the peaks of RssAnon (heap:
 # weights in the compute layout, activations) and RssFile (touched pages of the memory-mapped
@@ -27,7 +28,7 @@ size="${SIZE:-512}"
 dtype="${DTYPE:-bf16}"
 file_dtype="${FILE_DTYPE:-$dtype}"
 shared="${SHARED:-$repo/../shared}"
-configs="$shared/assets/model-configs/runwayml/stable-diffusion-v1-5"
+configs="${CONFIGS:-$shared/assets/model-configs/runwayml/stable-diffusion-v1-5}"
 
 [[ -x "$bin" ]] || { echo "no diffuse binary at $bin (build the diffuse_cli target)" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || { echo "/usr/bin/time (GNU time) is required" >&2; exit 1; }
@@ -36,15 +37,20 @@ if [[ ! -f "$model/model_index.json" ]]; then
   echo "writing random $file_dtype weights to $model ..."
   "$bin" random-weights "$configs" "$model" --dtype "$file_dtype"
 fi
-# The config folder's tokenizer has no vocabulary: use the shared CLIP tokenizer's.
-for f in vocab.json merges.txt; do
-  [[ -f "$model/tokenizer/$f" ]] || cp "$shared/assets/clip-tokenizer/$f" "$model/tokenizer/$f"
+# The config folder's tokenizers have no vocabulary: use the shared CLIP tokenizer's (SDXL's
+# tokenizer_2 keeps its own special tokens: pad "!").
+for tok in tokenizer tokenizer_2; do
+  [[ -d "$model/$tok" ]] || continue
+  for f in vocab.json merges.txt; do
+    [[ -f "$model/$tok/$f" ]] || cp "$shared/assets/clip-tokenizer/$f" "$model/$tok/$f"
+  done
 done
 
 # The weights' size in the dtype of the run (the files' size scaled when they hold another).
 file_bytes=0
 for f in "$model"/text_encoder/*.safetensors "$model"/unet/*.safetensors \
-         "$model"/vae/*.safetensors; do
+         "$model"/vae/*.safetensors "$model"/text_encoder_2/*.safetensors; do
+  [[ -f "$f" ]] || continue
   file_bytes=$((file_bytes + $(stat -c %s "$f")))
 done
 bytes_of() { case "$1" in f32) echo 4 ;; *) echo 2 ;; esac; }
@@ -77,7 +83,7 @@ wall="$(awk -F'): ' '/Elapsed \(wall clock\)/ {print $2}' "$log")"
 awk -v w="$weights_bytes" -v m="$max_kb" -v a="$anon_kb" -v f="$file_kb" -v t="$wall" \
     -v th="$threads" -v st="$steps" -v sz="$size" -v dt="$dtype" 'BEGIN {
   mb = 1e6
-  printf "sd15 generate %dx%d, %s weights+compute, %d threads, %d steps, wall %s\n", sz, sz, dt, th, st, t
+  printf "generate %dx%d, %s weights+compute, %d threads, %d steps, wall %s\n", sz, sz, dt, th, st, t
   printf "weights in %-4s         %8.0f MB\n", dt, w / mb
   printf "peak RSS (time -v)     %8.0f MB  (%.2f x weights)\n", m * 1024 / mb, m * 1024 / w
   printf "  peak RssAnon         %8.0f MB  (sampled every 50 ms)\n", a * 1024 / mb
