@@ -6,6 +6,7 @@
 #include "diffuse/core/log.h"
 #include "diffuse/formats/config.h"
 #include "src/schedulers/factories.h"
+#include "src/schedulers/sample_ops.h"
 #include "src/schedulers/scheduling_utils.h"
 
 namespace diffuse::schedulers {
@@ -30,12 +31,6 @@ struct DDIMInverseConfig {
 
 // Integer timestep from the double the interface carries; Error when it is not one of the
 // training timesteps.
-int64_t as_train_index(double t, int64_t num_train_timesteps, const char* owner) {
-  DIFFUSE_CHECK(t == std::floor(t) && t >= 0 && t < static_cast<double>(num_train_timesteps), owner,
-                ".step: timestep ", t, " is not an integer in [0, ", num_train_timesteps, ")");
-  return static_cast<int64_t>(t);
-}
-
 class DDIMInverseScheduler final : public Scheduler {
  public:
   explicit DDIMInverseScheduler(const nlohmann::json& json) {
@@ -126,7 +121,7 @@ class DDIMInverseScheduler final : public Scheduler {
                   ".step: number of inference steps is unset; call set_timesteps first");
     const int64_t T = c_.num_train_timesteps;
     // 1. The "previous" (noisier) step is this timestep; the current one is t - T // n.
-    const int64_t prev_t = as_train_index(timestep, T, kName);
+    const int64_t prev_t = train_timestep_index(timestep, T, kName);
     const int64_t t = std::min(prev_t - T / num_inference_steps_, T - 1);
     // 2. alphas, betas (float32 scalars).
     const float alpha_prod_t =
@@ -189,7 +184,6 @@ class DDIMInverseScheduler final : public Scheduler {
     DIFFUSE_FAIL(kName, " has no add_noise (diffusers' class does not define it)");
   }
 
-  // sqrt(alphas_cumprod[t]) * x0 + sqrt(1 - alphas_cumprod[t]) * noise, in the sample dtype.
  private:
   DDIMInverseConfig c_;
   std::vector<float> alphas_cumprod_;

@@ -5,6 +5,7 @@
 
 #include "diffuse/formats/config.h"
 #include "src/schedulers/factories.h"
+#include "src/schedulers/sample_ops.h"
 #include "src/schedulers/scheduling_utils.h"
 
 namespace diffuse::schedulers {
@@ -32,12 +33,6 @@ struct DDPMConfig {
 
 // Integer timestep from the double the interface carries; Error when it is not one of the
 // training timesteps.
-int64_t as_train_index(double t, int64_t num_train_timesteps, const char* owner) {
-  DIFFUSE_CHECK(t == std::floor(t) && t >= 0 && t < static_cast<double>(num_train_timesteps), owner,
-                ".step: timestep ", t, " is not an integer in [0, ", num_train_timesteps, ")");
-  return static_cast<int64_t>(t);
-}
-
 class DDPMScheduler final : public Scheduler {
  public:
   explicit DDPMScheduler(const nlohmann::json& json) {
@@ -145,7 +140,7 @@ class DDPMScheduler final : public Scheduler {
     DIFFUSE_CHECK(model_output.defined() && sample.defined(), kName,
                   ".step: model_output and sample must be defined tensors");
     const int64_t T = c_.num_train_timesteps;
-    const int64_t t = as_train_index(timestep, T, kName);
+    const int64_t t = train_timestep_index(timestep, T, kName);
     const int64_t prev_t = previous_timestep(t);
     // A model predicting its variance returns 2 * C channels: [epsilon, variance].
     Tensor mo = model_output;
@@ -248,24 +243,7 @@ class DDPMScheduler final : public Scheduler {
   // sqrt(alphas_cumprod[t]) * x0 + sqrt(1 - alphas_cumprod[t]) * noise, in the sample dtype.
   Tensor add_noise(const Tensor& original, const Tensor& noise,
                    const std::vector<double>& timesteps) override {
-    DIFFUSE_CHECK(original.defined() && noise.defined() && original.shape() == noise.shape(), kName,
-                  ".add_noise: original and noise must be defined and of the same shape");
-    const DType dt = original.dtype();
-    const int64_t batch = original.dim() > 0 ? original.size(0) : 1;
-    const std::vector<double> ts = timesteps_per_item(timesteps, batch, kName);
-    const std::vector<double> x = values(original);
-    const std::vector<double> z = values(noise);
-    std::vector<double> out(x.size());
-    const std::size_t per = x.size() / static_cast<std::size_t>(std::max<int64_t>(batch, 1));
-    for (std::size_t b = 0; b < ts.size(); ++b) {
-      const int64_t t = as_train_index(ts[b], c_.num_train_timesteps, kName);
-      const double a = round_to(dt, alphas_cumprod_[static_cast<std::size_t>(t)]);
-      const double sa = round_to(dt, std::sqrt(a));
-      const double sb = round_to(dt, std::sqrt(round_to(dt, 1 - a)));
-      for (std::size_t i = b * per; i < (b + 1) * per; ++i)
-        out[i] = round_to(dt, round_to(dt, sa * x[i]) + round_to(dt, sb * z[i]));
-    }
-    return from_values(out, original.shape(), dt);
+    return add_noise_alphas_cumprod(alphas_cumprod_, original, noise, timesteps, kName);
   }
 
  private:
