@@ -9,6 +9,18 @@
 
 namespace diffuse::schedulers {
 
+void check_sigma_schedule_flags(const char* owner, bool karras, bool exponential, bool beta) {
+  DIFFUSE_CHECK(
+      static_cast<int>(beta) + static_cast<int>(exponential) + static_cast<int>(karras) <= 1, owner,
+      ": only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be "
+      "used");
+}
+
+void check_solver_order(const char* owner, int64_t solver_order) {
+  DIFFUSE_CHECK(solver_order >= 1 && solver_order <= 16, owner,
+                ": solver_order must be a small positive integer (1, 2 or 3), got ", solver_order);
+}
+
 // --- Values ------------------------------------------------------------------------------------
 
 Values load(const Tensor& t) {

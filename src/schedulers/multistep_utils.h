@@ -33,6 +33,15 @@
 
 namespace diffuse::schedulers {
 
+// --- constructor checks --------------------------------------------------------------------------
+
+// diffusers' "Only one of `config.use_beta_sigmas`, `config.use_exponential_sigmas`,
+// `config.use_karras_sigmas` can be used." as an Error naming `owner`.
+void check_sigma_schedule_flags(const char* owner, bool karras, bool exponential, bool beta);
+// solver_order in [1, 16] (diffusers accepts any; 1-3 are meaningful, larger ones index past its
+// coefficient lists).
+void check_solver_order(const char* owner, int64_t solver_order);
+
 // --- Values ------------------------------------------------------------------------------------
 
 struct Values {

@@ -85,15 +85,9 @@ nlohmann::json DEISMultistepSchedulerConfig::to_json() const {
 DEISMultistepScheduler::DEISMultistepScheduler(DEISMultistepSchedulerConfig config)
     : config_(std::move(config)) {
   auto& c = config_;
-  DIFFUSE_CHECK(static_cast<int>(c.use_beta_sigmas) + static_cast<int>(c.use_exponential_sigmas) +
-                        static_cast<int>(c.use_karras_sigmas) <=
-                    1,
-                kName,
-                ": only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be "
-                "used");
-  DIFFUSE_CHECK(c.solver_order >= 1 && c.solver_order <= 16, kName,
-                ": solver_order must be a small positive integer (1, 2 or 3), got ",
-                c.solver_order);
+  check_sigma_schedule_flags(kName, c.use_karras_sigmas, c.use_exponential_sigmas,
+                             c.use_beta_sigmas);
+  check_solver_order(kName, c.solver_order);
   VpSchedule s = make_vp_schedule(kName, c.beta_schedule, c.num_train_timesteps, c.beta_start,
                                   c.beta_end, c.trained_betas, false);
   alphas_cumprod_ = std::move(s.alphas_cumprod);

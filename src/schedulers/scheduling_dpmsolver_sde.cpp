@@ -68,12 +68,8 @@ nlohmann::json DPMSolverSDESchedulerConfig::to_json() const {
 DPMSolverSDEScheduler::DPMSolverSDEScheduler(DPMSolverSDESchedulerConfig config)
     : config_(std::move(config)) {
   const auto& c = config_;
-  DIFFUSE_CHECK(static_cast<int>(c.use_beta_sigmas) + static_cast<int>(c.use_exponential_sigmas) +
-                        static_cast<int>(c.use_karras_sigmas) <=
-                    1,
-                kName,
-                ": only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be "
-                "used");
+  check_sigma_schedule_flags(kName, c.use_karras_sigmas, c.use_exponential_sigmas,
+                             c.use_beta_sigmas);
   DIFFUSE_CHECK(c.timestep_spacing == "linspace" || c.timestep_spacing == "leading" ||
                     c.timestep_spacing == "trailing",
                 kName, ": timestep_spacing '", c.timestep_spacing,

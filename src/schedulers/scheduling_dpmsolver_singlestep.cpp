@@ -73,12 +73,8 @@ DPMSolverSinglestepScheduler::DPMSolverSinglestepScheduler(
     DPMSolverSinglestepSchedulerConfig config)
     : config_(std::move(config)) {
   auto& c = config_;
-  DIFFUSE_CHECK(static_cast<int>(c.use_beta_sigmas) + static_cast<int>(c.use_exponential_sigmas) +
-                        static_cast<int>(c.use_karras_sigmas) <=
-                    1,
-                kName,
-                ": only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be "
-                "used");
+  check_sigma_schedule_flags(kName, c.use_karras_sigmas, c.use_exponential_sigmas,
+                             c.use_beta_sigmas);
   VpSchedule s = make_vp_schedule(kName, c.beta_schedule, c.num_train_timesteps, c.beta_start,
                                   c.beta_end, c.trained_betas, false);
   alphas_cumprod_ = std::move(s.alphas_cumprod);

@@ -79,9 +79,7 @@ EDMDPMSolverMultistepScheduler::EDMDPMSolverMultistepScheduler(
                 ": sigma_schedule must be 'karras' or 'exponential', got '", c.sigma_schedule, "'");
   DIFFUSE_CHECK(c.sigma_min > 0 && c.sigma_max > c.sigma_min && c.rho > 0, kName,
                 ": expected 0 < sigma_min < sigma_max and rho > 0");
-  DIFFUSE_CHECK(c.solver_order >= 1 && c.solver_order <= 16, kName,
-                ": solver_order must be a small positive integer (1, 2 or 3), got ",
-                c.solver_order);
+  check_solver_order(kName, c.solver_order);
   model_outputs_.assign(static_cast<std::size_t>(c.solver_order), Tensor());
 }
 

@@ -174,12 +174,8 @@ nlohmann::json SASolverSchedulerConfig::to_json() const {
 
 SASolverScheduler::SASolverScheduler(SASolverSchedulerConfig config) : config_(std::move(config)) {
   const auto& c = config_;
-  DIFFUSE_CHECK(static_cast<int>(c.use_beta_sigmas) + static_cast<int>(c.use_exponential_sigmas) +
-                        static_cast<int>(c.use_karras_sigmas) <=
-                    1,
-                kName,
-                ": only one of use_beta_sigmas, use_exponential_sigmas, use_karras_sigmas can be "
-                "used");
+  check_sigma_schedule_flags(kName, c.use_karras_sigmas, c.use_exponential_sigmas,
+                             c.use_beta_sigmas);
   // get_coefficients_fn asserts order in [1, 4].
   DIFFUSE_CHECK(c.predictor_order >= 1 && c.predictor_order <= 4, kName,
                 ": predictor_order must be 1..4, got ", c.predictor_order);
